@@ -1,0 +1,371 @@
+"""Evaluation protocols: a split plus fixed evaluation cases, and the evaluator.
+
+An :class:`EvalSet` holds the cases of one part (dev or test) of a split: for each case a
+user, its positive items and either
+
+* ``candidates`` (sampled protocol): the positives first, then ``N`` fixed negatives
+  drawn once with a seed, so every model of a table is ranked against the same items; or
+* ``exclude`` (full ranking): the items to mask out (the user's training items, and the
+  dev items when evaluating test), every other item being a candidate.
+
+:func:`evaluate` scores an EvalSet through the model interface only
+(:meth:`~segue.models.base.Recommender.score` for candidates,
+:meth:`~segue.models.base.Recommender.score_all` for full ranking) and reduces the
+pessimistic ranks of the positives to metrics (see :mod:`segue.evaluation.metrics`).
+
+Named protocols (``PROTOCOLS``):
+
+==================  ======================================================================
+``loo-sampled``     SDMR/NCF: leave-last-out test, one random dev item per user,
+                    100 sampled unobserved negatives per case, HR@10 / NDCG@10
+``loo-full``        the same split, ranked against all items with train items masked
+``temporal-sampled`` QUALSE (B.8): global chronological 70/10/20, all of a user's test
+                    items ranked with 1,000 sampled negatives, users with a train history
+``temporal-full``   the same split with full ranking (RME R.8 on timestamped data)
+``random-full``     random 70/10/20 rows, full ranking (RME R.8 on play counts)
+==================  ======================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from segue.data.interactions import Interactions
+from segue.data.sampling import NegativeSampler
+from segue.data.sequences import last_items
+from segue.data.splits import Split, leave_one_out, random_split, temporal_split
+from segue.errors import ConfigError, DataError
+from segue.evaluation.metrics import compute_metrics, rank_positives
+from segue.models.base import Context, Recommender, check_scores
+
+
+@dataclass
+class EvalSet:
+    """Fixed evaluation cases of one split part (see module docstring)."""
+
+    users: np.ndarray
+    targets: sp.csr_matrix  # (n_cases, n_items + 1): the positives of each case
+    candidates: np.ndarray | None = None  # (n_cases, C): positives first, 0 = padding, then negatives
+    n_pos: np.ndarray | None = None  # (n_cases,) number of leading positive columns in candidates
+    exclude: sp.csr_matrix | None = None  # (n_cases, n_items + 1): masked items for full ranking
+    context: Context | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @property
+    def kind(self) -> str:
+        return "sampled" if self.candidates is not None else "full"
+
+    @property
+    def n_items(self) -> int:
+        return self.targets.shape[1] - 1
+
+    def subset(self, idx: np.ndarray) -> EvalSet:
+        idx = np.asarray(idx)
+        return EvalSet(
+            users=self.users[idx],
+            targets=self.targets[idx],
+            candidates=None if self.candidates is None else self.candidates[idx],
+            n_pos=None if self.n_pos is None else self.n_pos[idx],
+            exclude=None if self.exclude is None else self.exclude[idx],
+            context=None if self.context is None else self.context.index(torch.as_tensor(idx)),
+            meta=dict(self.meta),
+        )
+
+    def with_history(self, train: Interactions, s: int) -> EvalSet:
+        """Attach the last ``s`` training items of each case's user as ``context.history``."""
+        hist = torch.as_tensor(last_items(train, self.users, s))
+        ctx = self.context or Context()
+        return EvalSet(
+            self.users,
+            self.targets,
+            self.candidates,
+            self.n_pos,
+            self.exclude,
+            Context(history=hist, group=ctx.group, features=ctx.features),
+            dict(self.meta),
+        )
+
+    # -- persistence (npz + JSON meta, no pickles) -----------------------------------------
+    def save(self, path: str | Path) -> None:
+        arrays: dict[str, np.ndarray] = {
+            "users": self.users,
+            "targets_indptr": self.targets.indptr,
+            "targets_indices": self.targets.indices,
+            "shape": np.asarray(self.targets.shape),
+            "meta": np.asarray(json.dumps(self.meta)),
+        }
+        if self.candidates is not None:
+            arrays["candidates"] = self.candidates
+            arrays["n_pos"] = self.n_pos
+        if self.exclude is not None:
+            arrays["exclude_indptr"] = self.exclude.indptr
+            arrays["exclude_indices"] = self.exclude.indices
+        if self.context is not None:
+            for key in self.context.present():
+                arrays["ctx_" + key] = getattr(self.context, key).numpy()
+        np.savez_compressed(path, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EvalSet:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                shape = tuple(int(x) for x in z["shape"])
+
+                def csr(prefix: str) -> sp.csr_matrix:
+                    ind = z[prefix + "_indices"]
+                    return sp.csr_matrix((np.ones(len(ind), np.float32), ind, z[prefix + "_indptr"]), shape=shape)
+
+                ctx = {k[4:]: torch.as_tensor(z[k]) for k in z.files if k.startswith("ctx_")}
+                return cls(
+                    users=z["users"],
+                    targets=csr("targets"),
+                    candidates=z["candidates"] if "candidates" in z.files else None,
+                    n_pos=z["n_pos"] if "n_pos" in z.files else None,
+                    exclude=csr("exclude") if "exclude_indices" in z.files else None,
+                    context=Context(**ctx) if ctx else None,
+                    meta=json.loads(str(z["meta"])),
+                )
+        except (OSError, KeyError, ValueError) as e:
+            raise DataError(f"Evaluation set {path} is unreadable or incomplete ({e}).") from e
+
+
+def _cases(part: Interactions, train: Interactions, require_history: bool) -> tuple[np.ndarray, sp.csr_matrix]:
+    """Users of ``part`` (one case each) and their positive items as CSR rows."""
+    m = part.to_csr()
+    users = np.flatnonzero(np.diff(m.indptr) > 0)
+    if require_history:
+        has_train = np.diff(train.to_csr().indptr) > 0
+        users = users[has_train[users]]
+    if len(users) == 0:
+        raise DataError(f"The {part.name} part has no user to evaluate.")
+    t = m[users]
+    t.data[:] = 1
+    return users.astype(np.int64), t.tocsr()
+
+
+def sampled_evalset(
+    split: Split,
+    part: str = "test",
+    *,
+    n_negatives: int = 100,
+    seed: int = 0,
+    require_history: bool = True,
+) -> EvalSet:
+    """Each user's positives in ``part`` ranked with ``n_negatives`` fixed unobserved items."""
+    data = getattr(split, part)
+    if data is None:
+        raise DataError(f"The split has no {part} part.")
+    users, targets = _cases(data, split.train, require_history)
+    known = split.train.to_csr() + data.to_csr()
+    for other in (split.valid, split.test):
+        if other is not None and other is not data:
+            known = known + other.to_csr()
+    negs = NegativeSampler(known, seed=seed).sample(users, n_negatives, distinct=True)
+    n_pos = np.diff(targets.indptr).astype(np.int64)
+    width = int(n_pos.max())
+    pos = np.zeros((len(users), width), dtype=np.int64)
+    col = np.arange(targets.nnz) - np.repeat(targets.indptr[:-1], n_pos)
+    pos[np.repeat(np.arange(len(users)), n_pos), col] = targets.indices
+    meta = {
+        "kind": "sampled",
+        "part": part,
+        "n_negatives": n_negatives,
+        "seed": seed,
+        "split": split.name,
+        "split_params": split.params,
+    }
+    return EvalSet(users, targets, np.concatenate([pos, negs], axis=1), n_pos, None, None, meta)
+
+
+def full_evalset(split: Split, part: str = "test", *, require_history: bool = True) -> EvalSet:
+    """Each user's positives in ``part`` ranked against every item not in their train (or dev) set."""
+    data = getattr(split, part)
+    if data is None:
+        raise DataError(f"The split has no {part} part.")
+    users, targets = _cases(data, split.train, require_history)
+    excl = split.train.to_csr()
+    if part == "test" and split.valid is not None:
+        excl = excl + split.valid.to_csr()
+    excl = excl[users]
+    excl.data[:] = 1
+    # an item both seen and held out stays a positive (never masked away)
+    excl = (excl - excl.multiply(targets)).tocsr()
+    excl.eliminate_zeros()
+    meta = {"kind": "full", "part": part, "split": split.name, "split_params": split.params}
+    return EvalSet(users, targets, None, None, excl, None, meta)
+
+
+@torch.no_grad()
+def evaluate(
+    model: Recommender,
+    evalset: EvalSet,
+    *,
+    ks: Sequence[int] = (10,),
+    metrics: Sequence[str] = ("HR", "NDCG"),
+    batch_size: int = 1024,
+    recall_denominator: str = "n_pos",
+    per_case: bool = False,
+) -> dict[str, Any]:
+    """Mean metrics of ``model`` on ``evalset`` (and the per-case values when ``per_case``)."""
+    if evalset.n_items != model.n_items:
+        raise DataError(f"The evaluation set has {evalset.n_items} items but the model has {model.n_items}.")
+    missing = set(model.needs) - (evalset.context.present() if evalset.context else set())
+    if missing:
+        raise DataError(f"{model.name} needs context {sorted(missing)} that the evaluation set does not carry.")
+    device = model.device
+    was_training = model.training
+    model.eval()
+    rows: dict[str, list[torch.Tensor]] = {}
+    try:
+        for start in range(0, len(evalset), batch_size):
+            sl = slice(start, start + batch_size)
+            users = torch.as_tensor(evalset.users[sl], device=device)
+            ctx = None if evalset.context is None else evalset.context.index(sl).to(device)
+            if evalset.candidates is not None:
+                cand = torch.as_tensor(evalset.candidates[sl], device=device)
+                scores = model.score(users, cand, ctx).float()
+                valid = cand != 0
+                positive = (
+                    torch.arange(cand.shape[1], device=device)[None, :]
+                    < torch.as_tensor(evalset.n_pos[sl], device=device)[:, None]
+                )
+            else:
+                scores = model.score_all(users, ctx).float()
+                valid = torch.ones_like(scores, dtype=torch.bool)
+                valid[:, 0] = False
+                ex = evalset.exclude[sl].tocoo()
+                valid[torch.as_tensor(ex.row, dtype=torch.long), torch.as_tensor(ex.col, dtype=torch.long)] = False
+                tg = evalset.targets[sl].tocoo()
+                positive = torch.zeros_like(valid)
+                positive[torch.as_tensor(tg.row, dtype=torch.long), torch.as_tensor(tg.col, dtype=torch.long)] = True
+            check_scores(scores, type(model).__name__)
+            scores = scores.masked_fill(~valid, float("-inf"))
+            ranks, n_pos, n_neg = rank_positives(scores.cpu(), positive.cpu(), valid.cpu())
+            for key, val in compute_metrics(
+                ranks, n_pos, n_neg, ks=ks, metrics=metrics, recall_denominator=recall_denominator
+            ).items():
+                rows.setdefault(key, []).append(val.double())
+    finally:
+        model.train(was_training)
+    per = {k: torch.cat(v) for k, v in rows.items()}
+    out: dict[str, Any] = {k: float(v.mean()) for k, v in per.items()}
+    if per_case:
+        out["per_case"] = {k: v.numpy() for k, v in per.items()}
+    return out
+
+
+# -- named protocols ------------------------------------------------------------------------
+@dataclass
+class Protocol:
+    """A named recipe: how to split, and how to build the dev and test evaluation sets."""
+
+    name: str
+    split_fn: Callable[[Interactions], Split]
+    kind: str  # "sampled" or "full"
+    n_negatives: int = 100
+    seed: int = 0
+    ks: tuple[int, ...] = (10,)
+    metrics: tuple[str, ...] = ("HR", "NDCG")
+    recall_denominator: str = "n_pos"
+    description: str = ""
+
+    def split(self, data: Interactions) -> Split:
+        return self.split_fn(data)
+
+    def evalsets(self, split: Split) -> tuple[EvalSet | None, EvalSet]:
+        if self.kind == "sampled":
+            valid = (
+                None
+                if split.valid is None
+                else sampled_evalset(split, "valid", n_negatives=self.n_negatives, seed=self.seed + 1)
+            )
+            test = sampled_evalset(split, "test", n_negatives=self.n_negatives, seed=self.seed)
+        else:
+            valid = None if split.valid is None else full_evalset(split, "valid")
+            test = full_evalset(split, "test")
+        for es in (valid, test):
+            if es is not None:
+                es.meta["protocol"] = self.name
+        return valid, test
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "n_negatives": self.n_negatives,
+            "seed": self.seed,
+            "ks": list(self.ks),
+            "metrics": list(self.metrics),
+        }
+
+
+def get_protocol(name: str, *, seed: int = 0, n_negatives: int | None = None, short: str = "error") -> Protocol:
+    """Build a named protocol (see the module docstring)."""
+    if name == "loo-sampled":
+        return Protocol(
+            name,
+            lambda d: leave_one_out(d, seed=seed, short=short),
+            "sampled",
+            n_negatives or 100,
+            seed,
+            description="leave-last-out, 1 random dev item, 100 negatives",
+        )
+    if name == "loo-full":
+        return Protocol(
+            name,
+            lambda d: leave_one_out(d, seed=seed, short=short),
+            "full",
+            0,
+            seed,
+            description="leave-last-out, 1 random dev item, all items ranked",
+        )
+    if name == "temporal-sampled":
+        return Protocol(
+            name,
+            lambda d: temporal_split(d, (0.7, 0.1, 0.2)),
+            "sampled",
+            n_negatives or 1000,
+            seed,
+            ks=(1, 10, 20, 50, 100),
+            metrics=("HIT", "NDCG"),
+            description="global temporal 70/10/20, all test items + 1,000 negatives",
+        )
+    if name == "temporal-full":
+        return Protocol(
+            name,
+            lambda d: temporal_split(d, (0.7, 0.1, 0.2)),
+            "full",
+            0,
+            seed,
+            ks=(5, 10, 20, 100),
+            metrics=("Recall", "NDCG", "MAP"),
+            recall_denominator="min_k",
+            description="global temporal 70/10/20, full ranking",
+        )
+    if name == "random-full":
+        return Protocol(
+            name,
+            lambda d: random_split(d, (0.7, 0.1, 0.2), seed=seed),
+            "full",
+            0,
+            seed,
+            ks=(5, 10, 20, 100),
+            metrics=("Recall", "NDCG", "MAP"),
+            recall_denominator="min_k",
+            description="random 70/10/20 rows, full ranking",
+        )
+    raise ConfigError(f"Unknown protocol {name!r}; known protocols: {', '.join(PROTOCOLS)}.")
+
+
+PROTOCOLS = ("loo-sampled", "loo-full", "temporal-sampled", "temporal-full", "random-full")

@@ -1,0 +1,267 @@
+"""The one interface every segue model implements, and the model registry.
+
+The evaluator and the server call only :meth:`Recommender.score`,
+:meth:`Recommender.score_all` and :meth:`Recommender.recommend` (plus the vectors for ANN
+serving). Scores are "higher is better": distance models return minus the distance.
+
+A model never reads files: it receives :class:`~segue.data.interactions.Interactions`
+and tensors. Gradient-trained models inherit :meth:`Recommender.fit`, which hands them to
+:class:`segue.training.trainer.Trainer`; closed-form models (popularity, kNN, ALS)
+override ``fit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor, nn
+
+from segue.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from segue.data.interactions import Interactions
+    from segue.evaluation.protocols import EvalSet
+    from segue.training.trainer import History, TrainConfig
+
+Measure = Literal["dot", "cosine", "l2"]
+
+
+@dataclass
+class Context:
+    """Side inputs for sequential, playlist, basket and session models, already padded.
+
+    All tensors have the batch as first dimension and use 0 as padding id.
+    ``history``: (B, s) most recent items, oldest first; ``group``: (B, m) members of the
+    playlist / basket / session; ``features``: (B, f) float context features.
+    """
+
+    history: Tensor | None = None
+    group: Tensor | None = None
+    features: Tensor | None = None
+
+    def index(self, idx: Tensor | np.ndarray | slice) -> Context:
+        return Context(
+            **{f.name: (None if (v := getattr(self, f.name)) is None else v[idx]) for f in dataclasses.fields(self)}
+        )
+
+    def to(self, device: torch.device | str) -> Context:
+        return Context(
+            **{
+                f.name: (None if (v := getattr(self, f.name)) is None else v.to(device))
+                for f in dataclasses.fields(self)
+            }
+        )
+
+    def present(self) -> set[str]:
+        return {f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+
+
+class Recommender(nn.Module):
+    """Base class: a ``torch.nn.Module`` with the scoring interface.
+
+    Subclasses set ``name`` (kebab case registry key), define a ``Config`` dataclass of
+    hyper-parameters, build their parameters in ``__init__(n_users, n_items, config)`` and
+    implement :meth:`score`. Embedding-based models also set ``measure`` and implement
+    :meth:`item_vectors` / :meth:`query_vectors` so the server can retrieve through an
+    ANN index.
+    """
+
+    name: ClassVar[str] = ""
+    measure: ClassVar[Measure | None] = None
+    #: Context keys the model needs (subset of {"history", "group", "features"}).
+    needs: ClassVar[frozenset[str]] = frozenset()
+    #: Whether the generic gradient trainer fits this model.
+    trainable: ClassVar[bool] = True
+
+    @dataclass
+    class Config:
+        pass
+
+    def __init__(self, n_users: int, n_items: int, config: Any = None) -> None:
+        super().__init__()
+        if n_users < 1 or n_items < 1:
+            raise DataError(f"A model needs at least one user and one item, got {n_users} users and {n_items} items.")
+        self.n_users = int(n_users)
+        self.n_items = int(n_items)
+        self.config = config if config is not None else self.Config()
+        if not isinstance(self.config, self.Config):
+            raise ConfigError(
+                f"{type(self).__name__} expects a {self.Config.__qualname__}, got {type(config).__name__}."
+            )
+        self.fitted = False
+
+    # -- the scoring interface ------------------------------------------------------------
+    def score(self, users: Tensor, items: Tensor, context: Context | None = None) -> Tensor:
+        """Scores of shape (B, C) for users (B,) against candidate items (B, C); higher is better."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement score().")
+
+    def score_all(self, users: Tensor, context: Context | None = None, chunk: int = 4096) -> Tensor:
+        """Scores of shape (B, n_items + 1) over the whole catalogue; column 0 (padding) is -inf.
+
+        The default calls :meth:`score` over item chunks; embedding models override it with a
+        matrix product.
+        """
+        b = users.shape[0]
+        out = torch.empty(b, self.n_items + 1, device=users.device)
+        out[:, 0] = float("-inf")
+        for start in range(1, self.n_items + 1, chunk):
+            ids = torch.arange(start, min(start + chunk, self.n_items + 1), device=users.device)
+            out[:, start : start + len(ids)] = self.score(users, ids.expand(b, -1), context)
+        return out
+
+    @torch.no_grad()
+    def recommend(
+        self,
+        users: Tensor | np.ndarray,
+        k: int,
+        context: Context | None = None,
+        exclude: sp.csr_matrix | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Top-k internal item ids and their scores for each user, (B, k) each.
+
+        ``exclude`` is a user x item CSR matrix (e.g. the training interactions): its
+        non-zeros are never recommended.
+        """
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ConfigError(f"k must be a positive integer, got {k!r}.")
+        users = torch.as_tensor(np.asarray(users), dtype=torch.long)
+        if users.ndim != 1:
+            raise DataError(f"users must be a 1-D array of internal ids, got shape {tuple(users.shape)}.")
+        if users.numel() and (users.min() < 1 or users.max() > self.n_users):
+            raise DataError(f"Internal user ids must lie in 1..{self.n_users}.")
+        available = self.n_items
+        if exclude is not None:
+            seen = np.diff(exclude.indptr)[users.numpy()]
+            available -= int(seen.max()) if len(seen) else 0
+        if k > self.n_items:
+            raise ConfigError(f"k={k} is larger than the catalogue of {self.n_items} items.")
+        was_training = self.training
+        self.eval()
+        try:
+            scores = self.score_all(users.to(self.device), context).float().cpu()
+        finally:
+            self.train(was_training)
+        check_scores(scores, type(self).__name__)
+        if exclude is not None:
+            rows = exclude[users.numpy()]
+            r, c = rows.nonzero()
+            scores[torch.as_tensor(r, dtype=torch.long), torch.as_tensor(c, dtype=torch.long)] = float("-inf")
+        top = torch.topk(scores, k, dim=1)
+        ids, vals = top.indices, top.values
+        if k > available:
+            # fewer unseen items than k for some user: pad with 0 (no item) rather than repeat seen ones
+            ids = torch.where(torch.isinf(vals) & (vals < 0), torch.zeros_like(ids), ids)
+        return ids, vals
+
+    # -- ANN serving --------------------------------------------------------------------
+    def item_vectors(self) -> Tensor:
+        """Item embeddings (n_items + 1, d) whose :attr:`measure` with a query vector is the score."""
+        raise NotImplementedError(f"{type(self).__name__} has no item vectors for ANN retrieval.")
+
+    def query_vectors(self, users: Tensor, context: Context | None = None) -> Tensor:
+        """Query embeddings (B, d) for users (and context), see :meth:`item_vectors`."""
+        raise NotImplementedError(f"{type(self).__name__} has no query vectors for ANN retrieval.")
+
+    # -- training -----------------------------------------------------------------------
+    def fit(
+        self,
+        train: Interactions,
+        valid: EvalSet | None = None,
+        config: TrainConfig | None = None,
+        **kwargs: Any,
+    ) -> History:
+        """Fit on ``train``; gradient models use the generic trainer with early stopping on ``valid``."""
+        from segue.training.trainer import TrainConfig, Trainer
+
+        return Trainer(config or TrainConfig(), **kwargs).fit(self, train, valid)
+
+    def history_length(self) -> int:
+        """Length s of the history window a sequential model reads (0 for models without one)."""
+        return 0
+
+    def regularization(self, users: Tensor, items: Tensor) -> Tensor:
+        """L2 penalty on the parameters a batch touched; the trainer adds it to the loss."""
+        return torch.zeros((), device=self.device)
+
+    # -- bookkeeping --------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # Closed-form models hold data-sized buffers (neighbour lists, histories) whose shape is
+        # only known after fit: take the saved shape instead of failing on a size mismatch.
+        for name, buf in list(self._buffers.items()):
+            saved = state_dict.get(prefix + name)
+            if buf is not None and saved is not None and saved.shape != buf.shape:
+                self._buffers[name] = torch.empty(saved.shape, dtype=buf.dtype, device=buf.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.fitted = True
+
+    def config_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    @classmethod
+    def config_from_dict(cls, values: dict[str, Any]) -> Any:
+        """Build this model's Config from a dict, rejecting unknown keys with a clear message."""
+        fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"Unknown option(s) {', '.join(unknown)} for model {cls.name!r}; known: {', '.join(sorted(fields)) or 'none'}."
+            )
+        return cls.Config(**values)
+
+
+def check_scores(scores: Tensor, model: str) -> None:
+    """Raise if a model produced NaN scores (never rank on them silently)."""
+    if torch.isnan(scores).any():
+        raise DataError(f"{model} produced NaN scores; the model diverged or its inputs contain NaNs.")
+
+
+# -- registry -------------------------------------------------------------------------------
+_REGISTRY: dict[str, type[Recommender]] = {}
+
+
+def register(cls: type[Recommender]) -> type[Recommender]:
+    """Class decorator adding a model to the registry under ``cls.name``."""
+    if not cls.name:
+        raise ConfigError(f"{cls.__name__} has no registry name.")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    # importing the modules runs their @register decorators
+    import segue.models.baselines
+    import segue.models.mf  # noqa: F401
+
+
+def get_model_class(name: str) -> type[Recommender]:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ConfigError(f"Unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}.")
+    return _REGISTRY[name]
+
+
+def list_models() -> dict[str, type[Recommender]]:
+    _load_builtin()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def build_model(name: str, n_users: int, n_items: int, options: dict[str, Any] | None = None) -> Recommender:
+    cls = get_model_class(name)
+    return cls(n_users, n_items, cls.config_from_dict(options or {}))
+
+
+ModelFactory = Callable[[int, int], Recommender]

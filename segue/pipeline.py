@@ -1,0 +1,124 @@
+"""End-to-end runs: dataset -> protocol split -> fit -> evaluate -> run directory.
+
+This is what ``segue train`` and ``segue quickstart`` call, and what the reproduction
+scripts build on. It is the only place that wires the stages together; each stage stays
+ignorant of the others.
+"""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segue.data.interactions import Interactions
+from segue.data.preprocess import dedup
+from segue.errors import ConfigError
+from segue.evaluation.protocols import EvalSet, Protocol, evaluate, get_protocol
+from segue.models.base import Recommender, build_model
+from segue.training.checkpoint import save_run
+from segue.training.trainer import History, TrainConfig, seed_everything
+
+
+@dataclass
+class RunResult:
+    model: Recommender
+    metrics: dict[str, float]
+    valid_metrics: dict[str, float] | None
+    history: History
+    seconds: float
+    run_dir: Path | None
+    protocol: Protocol
+    test: EvalSet
+
+
+def load_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a TOML config: a ``[model]`` table (model options) and a ``[train]`` table (TrainConfig)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"Config file {path} does not exist.")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"Config file {path} is not valid TOML ({e}).") from e
+    unknown = sorted(set(data) - {"model", "train"})
+    if unknown:
+        raise ConfigError(f"Config file {path} has unknown table(s) {', '.join(unknown)}; use [model] and [train].")
+    return dict(data.get("model", {})), dict(data.get("train", {}))
+
+
+def prepare(data: Interactions, protocol: Protocol) -> tuple[Interactions, Any, EvalSet | None, EvalSet]:
+    """De-duplicate, split and build the fixed dev/test evaluation sets."""
+    data = dedup(data)
+    split = protocol.split(data)
+    valid, test = protocol.evalsets(split)
+    return data, split, valid, test
+
+
+def run(
+    model_name: str,
+    data: Interactions,
+    *,
+    protocol: str | Protocol = "loo-sampled",
+    model_options: dict[str, Any] | None = None,
+    train_config: TrainConfig | None = None,
+    out: str | Path | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    log: Any = "default",
+    prepared: tuple[Any, EvalSet | None, EvalSet] | None = None,
+) -> RunResult:
+    """Train ``model_name`` on ``data`` under ``protocol`` and (optionally) write a run directory.
+
+    ``prepared`` (split, valid, test) lets several models share one split and its fixed
+    candidates, as the reproduction tables require.
+    """
+    proto = protocol if isinstance(protocol, Protocol) else get_protocol(protocol, seed=seed)
+    if prepared is None:
+        _, split, valid, test = prepare(data, proto)
+    else:
+        split, valid, test = prepared
+    seed_everything(seed)
+    model = build_model(model_name, split.train.n_users, split.train.n_items, model_options)
+    cfg = train_config or TrainConfig(seed=seed)
+    s = model.history_length() if "history" in model.needs else 0
+    if s:
+        valid = None if valid is None else valid.with_history(split.train, s)
+        test = test.with_history(split.train, s)
+    t0 = time.perf_counter()
+    history = model.fit(split.train, valid, cfg, log=log) if model.trainable else model.fit(split.train, valid, cfg)
+    seconds = time.perf_counter() - t0
+    ks = tuple(sorted(set(proto.ks) | {10}))
+    metrics = evaluate(model, test, ks=ks, metrics=proto.metrics, recall_denominator=proto.recall_denominator)
+    valid_metrics = None
+    if valid is not None:
+        valid_metrics = evaluate(
+            model, valid, ks=ks, metrics=proto.metrics, recall_denominator=proto.recall_denominator
+        )
+    run_dir = None
+    if out is not None:
+        seen = split.train.to_csr()
+        seen.data[:] = 1
+        run_dir = save_run(
+            out,
+            model,
+            user_map=split.train.user_map,
+            item_map=split.train.item_map,
+            seen=seen,
+            config={
+                "dataset": data.name,
+                "protocol": proto.to_dict(),
+                "split": split.params,
+                "seed": seed,
+                "train": cfg.to_dict(),
+                "fit_seconds": seconds,
+            },
+            history=history.to_dict(),
+            metrics={"test": metrics, "valid": valid_metrics, "fit_seconds": seconds},
+            evalsets={"valid": valid, "test": test},
+            group_maps=split.train.group_maps,
+            overwrite=overwrite,
+        )
+    return RunResult(model, metrics, valid_metrics, history, seconds, run_dir, proto, test)
