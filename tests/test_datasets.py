@@ -16,6 +16,7 @@ import pytest
 from segue.data import datasets as ds
 from segue.data.interactions import Interactions
 from segue.errors import ConfigError, DataError, DatasetNotFoundError
+from segue.evaluation.protocols import PROTOCOLS
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 realdata = pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"real datasets not found at {REAL_DATA}")
@@ -414,7 +415,7 @@ def test_registry() -> None:
     assert names == ["ml-100k", "ml-1m", "lastfm-2k", "lastfm-1k-414", "toys", "yelp", "instacart-sample"]
     for spec in ds.list_datasets():
         assert spec.files and spec.terms and spec.url.startswith("https://") and callable(spec.loader)
-        assert spec.default_protocol in ("leave_one_out", "group_holdout", "temporal_split", "random_split")
+        assert spec.default_protocol in PROTOCOLS
     assert ds.get_dataset("ML-100K").name == "ml-100k"
     with pytest.raises(ConfigError) as e:
         ds.get_dataset("netflix")
