@@ -228,7 +228,9 @@ def test_ndcg_matches_sklearn(random_case, k):
         assert ndcg[b].item() == pytest.approx(expected, abs=1e-6), b
 
 
-def test_auc_and_average_precision_match_sklearn(random_case):
+@pytest.mark.parametrize("threshold", [10**9, 0], ids=["direct", "histogram"])
+def test_auc_and_average_precision_match_sklearn(random_case, monkeypatch, threshold):
+    monkeypatch.setattr(M, "_HISTOGRAM_MIN_POSITIVES", threshold)
     scores, positive = random_case
     C = scores.shape[1]
     per_row = _per_row(scores, positive, ks=(C,), metrics=("AUC", "MAP"))
@@ -258,12 +260,16 @@ def test_precision_recall_map_match_naive_loop(random_case, k):
         assert per_row["MRR"][b].item() == pytest.approx(1 / first)
 
 
-def test_ranks_match_naive_definition_with_ties_and_masks(monkeypatch):
-    # Integer-valued scores make ties frequent; compare both counting paths against the
-    # definition written out literally.
-    gen = torch.Generator().manual_seed(7)
+@pytest.mark.parametrize("seed", [7, 8, 9])
+@pytest.mark.parametrize("invalid_fill", [None, math.nan, math.inf])
+def test_ranks_match_naive_definition_with_ties_and_masks(monkeypatch, seed, invalid_fill):
+    # Scores in {-inf, 0, 1, 2, +inf} make ties frequent; compare both counting paths against
+    # the definition written out literally. Invalid scores are left as drawn, or overwritten
+    # with NaN or +inf: either way they must not matter.
+    gen = torch.Generator().manual_seed(seed)
     B, C = 25, 20
-    scores = torch.randint(0, 4, (B, C), generator=gen).float()
+    levels = torch.tensor([-math.inf, 0.0, 1.0, 2.0, math.inf])
+    scores = levels[torch.randint(0, 5, (B, C), generator=gen)]
     valid = torch.rand(B, C, generator=gen) > 0.25
     positive = (torch.rand(B, C, generator=gen) < 0.3) & valid
     positive[torch.arange(B), valid.float().argmax(1)] = True  # at least one valid positive per row
@@ -279,11 +285,14 @@ def test_ranks_match_naive_definition_with_ties_and_masks(monkeypatch):
             tied_pos_before = sum(1 for q in range(p) if pos[q] and s[q] == s[p])
             row.append(1 + above + tied_neg + tied_pos_before)
         expected.append(sorted(row))
-    for threshold in (10**9, 0):  # direct comparison only, then sort + searchsorted only
-        monkeypatch.setattr(M, "_SORT_MIN_POSITIVES", threshold)
+    if invalid_fill is not None:
+        scores = scores.masked_fill(~valid, invalid_fill)
+    for threshold in (10**9, 0):  # direct comparison only, then histogram only
+        monkeypatch.setattr(M, "_HISTOGRAM_MIN_POSITIVES", threshold)
         ranks, n_pos, n_neg = rank_positives(scores, positive, valid)
         for b in range(B):
             assert ranks[b, : int(n_pos[b])].tolist() == expected[b], (threshold, b)
+            assert bool(torch.isinf(ranks[b, int(n_pos[b]) :]).all())
             assert int(n_neg[b]) == int(valid[b].sum()) - len(expected[b])
 
 
@@ -293,9 +302,9 @@ def test_chunking_does_not_change_results(monkeypatch):
     positive = torch.rand(17, 11, generator=gen) < 0.3
     positive[:, 0] = True
     full = rank_positives(scores, positive)
-    monkeypatch.setattr(M, "_MAX_CHUNK_ELEMENTS", 1)  # one row per chunk
+    monkeypatch.setattr(M, "_CHUNK_ELEMENTS_CPU", 1)  # one row per chunk
     for threshold in (10**9, 0):
-        monkeypatch.setattr(M, "_SORT_MIN_POSITIVES", threshold)
+        monkeypatch.setattr(M, "_HISTOGRAM_MIN_POSITIVES", threshold)
         for got, want in zip(rank_positives(scores, positive), full, strict=True):
             assert torch.equal(got, want)
 

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from numbers import Integral
 
 import torch
 from torch import Tensor
@@ -79,17 +80,21 @@ KNOWN_METRICS = K_METRICS + NO_K_METRICS
 _CANONICAL = {name.upper(): name for name in KNOWN_METRICS}
 RECALL_DENOMINATORS = ("n_pos", "min_k")
 
-# Memory bound: a chunk of rows never materialises more than this many elements at once
-# (chunk_rows * P * C for the direct comparison, chunk_rows * C for the sort).
-_MAX_CHUNK_ELEMENTS = 20_000_000
-# Above this many positives per row, sorting each row once beats comparing every positive
-# against every candidate (measured on CPU: the two cost the same near P = 14 for C = 3707).
-_SORT_MIN_POSITIVES = 16
+# Memory bound: a chunk of rows never materialises more than about this many elements at once
+# (chunk_rows * P * C for the direct comparison, chunk_rows * C for the histogram). On CPU,
+# chunks that stay in cache and reuse the allocator's memory are several times faster than big
+# ones (fresh multi-megabyte temporaries cost page faults), so the CPU budget is much smaller.
+_CHUNK_ELEMENTS_CPU = 1 << 21
+_CHUNK_ELEMENTS_ACCELERATOR = 20_000_000
+# Above this many positives per row, binary-searching every candidate among the row's sorted
+# positives (O(C log P)) beats comparing every positive with every candidate (O(P C)); on CPU
+# the two cost about the same near P = 16 for C = 3707.
+_HISTOGRAM_MIN_POSITIVES = 16
 
 
-# --------------------------------------------------------------------------------------------
-# ranks
-# --------------------------------------------------------------------------------------------
+def _chunk_rows(per_row: int, device: torch.device) -> int:
+    budget = _CHUNK_ELEMENTS_CPU if device.type == "cpu" else _CHUNK_ELEMENTS_ACCELERATOR
+    return max(1, budget // max(1, per_row))
 
 
 def _row_sum(mask: Tensor) -> Tensor:
@@ -98,37 +103,46 @@ def _row_sum(mask: Tensor) -> Tensor:
     return mask.view(torch.uint8).sum(-1, dtype=torch.int32).long()
 
 
-def _count_ge_compare(scores: Tensor, valid: Tensor | None, pos_scores: Tensor) -> Tensor:
-    """#{valid c : s_c >= s_p} for every (row, positive slot), by direct comparison."""
+def _count_ge(
+    scores: Tensor, valid: Tensor | None, pos_scores: Tensor, pad: Tensor, use_histogram: bool
+) -> tuple[Tensor, Tensor]:
+    """``(ge, n_valid)``: for each row, ``#{valid c : s_c >= s_p}`` per positive, and the valid count.
+
+    ``ge`` is ``(B, P)`` in no particular order within a row (the caller sorts it); entries at
+    ``pad`` are meaningless. The direct path compares every positive with every candidate. The
+    histogram path sorts the row's positive scores ``v_0 <= ... <= v_{P-1}``, finds for every
+    candidate ``h_c = #{j : v_j <= s_c}`` by binary search, and uses ``s_c >= v_j`` iff
+    ``h_c >= j + 1``, so ``ge_j`` is the number of valid candidates with ``h_c > j``.
+    """
     n_rows, n_cand = scores.shape
     n_slots = pos_scores.shape[1]
-    chunk = max(1, _MAX_CHUNK_ELEMENTS // max(1, n_slots * n_cand))
-    out = torch.empty((n_rows, n_slots), dtype=torch.long, device=scores.device)
+    device = scores.device
+    ge = torch.empty((n_rows, n_slots), dtype=torch.long, device=device)
+    n_valid = torch.full((n_rows,), n_cand, dtype=torch.long, device=device)
+    if use_histogram:
+        # Pads go to +inf, after every real positive; a candidate at +inf lands past n_pos, which
+        # still counts it as >= every real positive.
+        pos_scores = pos_scores.masked_fill(pad, math.inf).sort(dim=1).values
+    chunk = _chunk_rows(n_cand if use_histogram else n_slots * n_cand, device)
     for start in range(0, n_rows, chunk):
         stop = min(start + chunk, n_rows)
-        ge = scores[start:stop, None, :] >= pos_scores[start:stop, :, None]  # (rows, P, C)
-        if valid is not None:
-            ge &= valid[start:stop, None, :]
-        out[start:stop] = _row_sum(ge)
-    return out
-
-
-def _count_ge_sorted(scores: Tensor, valid: Tensor | None, pos_scores: Tensor, n_valid: Tensor) -> Tensor:
-    """#{valid c : s_c >= s_p} for every (row, positive slot), by sorting each row once."""
-    n_rows, n_cand = scores.shape
-    chunk = max(1, _MAX_CHUNK_ELEMENTS // max(1, n_cand))
-    out = torch.empty(pos_scores.shape, dtype=torch.long, device=scores.device)
-    for start in range(0, n_rows, chunk):
-        stop = min(start + chunk, n_rows)
-        block = scores[start:stop]
-        if valid is not None:
-            block = block.masked_fill(~valid[start:stop], -math.inf)
-        ordered = block.sort(dim=1).values
-        below = torch.searchsorted(ordered, pos_scores[start:stop].contiguous())  # #{c : s_c < s_p}
-        # Invalid candidates sit at -inf: they are never >= a finite s_p, and when s_p is -inf
-        # every valid candidate is >= s_p, hence the clamp to the number of valid candidates.
-        out[start:stop] = torch.minimum(n_cand - below, n_valid[start:stop, None])
-    return out
+        block, pos_block = scores[start:stop], pos_scores[start:stop]
+        valid_block = None if valid is None else valid[start:stop]
+        if valid_block is not None:
+            n_valid[start:stop] = _row_sum(valid_block)
+        if use_histogram:
+            below = torch.searchsorted(pos_block, block, right=True)  # h_c, (rows, C)
+            if valid_block is not None:
+                below.masked_fill_(~valid_block, 0)  # bin 0 counts towards no positive
+            hist = torch.zeros((stop - start, n_slots + 1), dtype=torch.long, device=device)
+            hist.scatter_add_(1, below, torch.ones((), dtype=torch.long, device=device).expand_as(below))
+            ge[start:stop] = hist[:, 1:].flip(1).cumsum(1).flip(1)  # ge_j = sum_{m > j} hist[m]
+        else:
+            hit = block[:, None, :] >= pos_block[:, :, None]  # (rows, P, C)
+            if valid_block is not None:
+                hit &= valid_block[:, None, :]
+            ge[start:stop] = _row_sum(hit)
+    return ge, n_valid
 
 
 def rank_positives(scores: Tensor, positive: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -143,7 +157,8 @@ def rank_positives(scores: Tensor, positive: Tensor, valid: Tensor | None = None
             they neither outrank a positive nor count as negatives.
 
     Returns:
-        ``(ranks, n_pos, n_neg)``: ``ranks`` is ``(B, P)`` float32 with ``P`` the largest number
+        ``(ranks, n_pos, n_neg)``: ``ranks`` is ``(B, P)`` float32 (float64 beyond 2**24
+        candidates) with ``P`` the largest number
         of positives in a row, each row's ranks sorted ascending and padded with ``+inf``;
         ``n_pos`` and ``n_neg`` are ``(B,)`` int64, the numbers of positives and of valid
         negatives per row. See the module docstring for the tie rule.
@@ -170,46 +185,44 @@ def rank_positives(scores: Tensor, positive: Tensor, valid: Tensor | None = None
         valid = valid.to(device=device, dtype=torch.bool)
 
     n_rows, n_cand = scores.shape
-    nan = torch.isnan(scores)
-    if bool(nan.any()) and (valid is None or bool((nan & valid).any())):
-        row = int((nan if valid is None else nan & valid).any(dim=1).nonzero()[0, 0])
-        raise DataError(f"scores contain NaN (first in row {row}); a model must score every valid candidate.")
-    if valid is not None and bool((positive & ~valid).any()):
-        row = int((positive & ~valid).any(dim=1).nonzero()[0, 0])
-        raise DataError(f"row {row} has a positive candidate that valid marks invalid; positives must be candidates.")
+    # NaN propagates through max, so one cheap reduction tells whether to look closer.
+    if scores.numel() and bool(torch.isnan(scores.max())):
+        nan = torch.isnan(scores) if valid is None else torch.isnan(scores) & valid
+        if bool(nan.any()):
+            row = int(nan.any(dim=1).nonzero()[0, 0])
+            raise DataError(f"scores contain NaN (first in row {row}); a model must score every valid candidate.")
 
-    n_pos = _row_sum(positive) if n_cand else torch.zeros(n_rows, dtype=torch.long, device=device)
+    # Each row's positives, left-aligned in column order into (B, P) slots.
+    rows, cols = positive.nonzero(as_tuple=True)
+    n_pos = torch.bincount(rows, minlength=n_rows)
     if n_rows and bool((n_pos == 0).any()):
         empty = (n_pos == 0).nonzero()[:, 0]
         raise DataError(
             f"row {int(empty[0])} has no positive candidate ({empty.numel()} such rows); "
             "every evaluated row needs at least one."
         )
-    n_valid = torch.full_like(n_pos, n_cand) if valid is None else _row_sum(valid)
-    n_neg = n_valid - n_pos
+    if valid is not None and not bool(valid[rows, cols].all()):
+        row = int(rows[~valid[rows, cols]][0])
+        raise DataError(f"row {row} has a positive candidate that valid marks invalid; positives must be candidates.")
     n_slots = int(n_pos.max()) if n_rows else 0
-
-    # Gather each row's positive scores into (B, P), left-aligned in column order; pads are NaN
-    # (NaN compares False, so the pads count nothing).
-    rows, cols = positive.nonzero(as_tuple=True)
     offsets = torch.cumsum(n_pos, 0) - n_pos
     slots = torch.arange(rows.numel(), device=device) - offsets[rows]
+    # Pads are NaN (NaN compares False, so a pad counts nothing) and are masked out below.
     pos_scores = torch.full((n_rows, n_slots), math.nan, dtype=scores.dtype, device=device)
     pos_scores[rows, slots] = scores[rows, cols]
 
-    if n_slots > _SORT_MIN_POSITIVES:
-        ge = _count_ge_sorted(scores, valid, pos_scores, n_valid)
-    else:
-        ge = _count_ge_compare(scores, valid, pos_scores)
+    pad = torch.arange(n_slots, device=device)[None, :] >= n_pos[:, None]
+    ge, n_valid = _count_ge(scores, valid, pos_scores, pad, use_histogram=n_slots > _HISTOGRAM_MIN_POSITIVES)
+    n_neg = n_valid - n_pos
 
     # ge_p = #{valid c : s_c >= s_p} = rank of p if it were the last of its tied positives.
     # Positives with equal scores have equal ge (and unequal scores give unequal ge), so after
     # sorting, a run of m tied positives with value g takes the ranks g-m+1, ..., g.
-    pad = torch.arange(n_slots, device=device)[None, :] >= n_pos[:, None]
     ge = ge.masked_fill(pad, n_cand + 1).sort(dim=1).values
     last = torch.searchsorted(ge, ge, right=True) - 1  # index of the last element of each run
     ranks = ge - (last - torch.arange(n_slots, device=device)[None, :])
-    ranks = ranks.to(torch.float32).masked_fill(pad, math.inf)
+    # float32 holds every integer rank exactly up to 2**24 candidates.
+    ranks = ranks.to(torch.float32 if n_cand < 1 << 24 else torch.float64).masked_fill(pad, math.inf)
     return ranks, n_pos, n_neg
 
 
@@ -219,9 +232,9 @@ def rank_positives(scores: Tensor, positive: Tensor, valid: Tensor | None = None
 
 
 def _check_k(k: object) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
         raise ConfigError(f"metric cut-off k must be a positive integer, got {k!r}.")
-    return k
+    return int(k)
 
 
 def _parse_metrics(metrics: Iterable[str], ks: Sequence[int]) -> list[tuple[str, str, int | None]]:
@@ -257,7 +270,7 @@ def _check_config(
     ks: Sequence[int] | int, metrics: Iterable[str], recall_denominator: str
 ) -> list[tuple[str, str, int | None]]:
     """Validate the metric options and expand them into ``(key, name, k)``."""
-    if isinstance(ks, int):
+    if isinstance(ks, Integral):
         ks = (ks,)
     ks = [_check_k(k) for k in ks]
     if recall_denominator not in RECALL_DENOMINATORS:
