@@ -162,6 +162,9 @@ def train(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory to write.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Model option key=value (repeatable).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override [train] epochs.")] = None,
+    negatives: Annotated[
+        int | None, typer.Option(help="Sampled negatives per evaluation case (sampled protocols).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for the split, candidates and training.")] = 0,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
@@ -171,14 +174,18 @@ def train(
 ) -> None:
     """Train MODEL on DATASET under a protocol, evaluate on test, and write a run directory."""
     from segue.data.datasets import get_dataset, load_dataset
+    from segue.evaluation.protocols import get_protocol
     from segue.models.base import get_model_class
     from segue.pipeline import load_config_file, run
     from segue.training.trainer import TrainConfig
 
-    get_model_class(model)  # fail fast on a typo, before loading data
+    # validate every option before loading data, so a typo fails at once
+    model_cls = get_model_class(model)
     protocol = protocol or get_dataset(dataset).default_protocol
+    proto = get_protocol(protocol, seed=seed, n_negatives=negatives)
     model_opts, train_opts = load_config_file(config) if config else ({}, {})
     model_opts.update(_parse_sets(set_))
+    model_cls.config_from_dict(model_opts)
     train_opts.setdefault("seed", seed)
     if epochs is not None:
         train_opts["epochs"] = epochs
@@ -192,7 +199,7 @@ def train(
     res = run(
         model,
         data,
-        protocol=protocol,
+        protocol=proto,
         model_options=model_opts,
         train_config=cfg,
         out=out_dir,
@@ -346,6 +353,13 @@ def quickstart(
         )
     )
     out.print(f"Recommend: segue recommend {out_dir / 'mf-bpr'} --user 196 -k 10")
+
+
+# serving: the options live in segue.serving.commands, which imports only typer until a command runs
+from segue.serving.commands import export_cmd, serve_cmd  # noqa: E402
+
+app.command("export")(export_cmd)
+app.command("serve")(serve_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,131 @@
+"""The `segue` command line: JSON output, run directories, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from segue.cli import app
+
+from .conftest import make_frame
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A data directory holding a tiny ml-100k-format u.data (tab-separated, no header)."""
+    d = tmp_path / "data"
+    (d / "ml-100k").mkdir(parents=True)
+    f = make_frame(n_users=25, n_items=30, per_user=8)
+    f["user"] = f["user"].str[1:].astype(int) + 1
+    f[["user", "item", "rating", "ts"]].to_csv(d / "ml-100k" / "u.data", sep="\t", header=False, index=False)
+    return d
+
+
+def _segue(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real entry point in a subprocess (exit codes and stderr as a user sees them)."""
+    code = "from segue.cli import main; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_models_and_datasets_json(data_dir: Path) -> None:
+    r = runner.invoke(app, ["models", "--json"])
+    assert r.exit_code == 0
+    names = {m["name"] for m in json.loads(r.stdout)}
+    assert {"pop", "itemknn", "mf-bpr", "wmf"} <= names
+    r = runner.invoke(app, ["datasets", "--json", "--data-dir", str(data_dir)])
+    assert r.exit_code == 0
+    ds = {d["name"]: d["present"] for d in json.loads(r.stdout)["datasets"]}
+    assert ds["ml-100k"] is True and ds["ml-1m"] is False
+
+
+def test_train_evaluate_recommend_round_trip(tmp_path: Path, data_dir: Path) -> None:
+    run_dir = tmp_path / "run"
+    r = runner.invoke(app, ["train", "mf-bpr", "ml-100k", "--data-dir", str(data_dir), "--out", str(run_dir),
+                            "--epochs", "2", "--set", "dim=8", "--negatives", "10", "--json"])
+    assert r.exit_code == 0, r.output
+    trained = json.loads(r.stdout)
+    assert set(trained["test"]) == {"HR@10", "NDCG@10"} and trained["run_dir"] == str(run_dir)
+
+    r = runner.invoke(app, ["evaluate", str(run_dir), "--json"])
+    assert r.exit_code == 0, r.output
+    ev = json.loads(r.stdout)
+    assert ev["metrics"] == pytest.approx(ev["saved"]) and ev["cases"] == 25
+
+    r = runner.invoke(app, ["recommend", str(run_dir), "--user", "3", "-k", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert len(rec["items"]) == 5 and rec["fallback"] is None
+    # consumed (training) items are excluded unless --include-seen
+    from segue.training.checkpoint import load_run
+
+    loaded = load_run(run_dir)
+    train_items = set(loaded.item_map.to_raw(loaded.seen[loaded.user_map.to_internal([3])[0]].indices).tolist())
+    assert not train_items & {it["item"] for it in rec["items"]}
+    r = runner.invoke(app, ["recommend", str(run_dir), "--user", "3", "-k", "30", "--include-seen", "--json"])
+    assert r.exit_code == 0 and train_items <= {it["item"] for it in json.loads(r.stdout)["items"]}
+
+
+def test_toml_config_is_used(tmp_path: Path, data_dir: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[model]\ndim = 4\n[train]\nepochs = 1\nprogress = false\n")
+    r = runner.invoke(app, ["train", "mf-bpr", "ml-100k", "--data-dir", str(data_dir), "--out", str(tmp_path / "r"),
+                            "--config", str(cfg), "--negatives", "10", "--json"])
+    assert r.exit_code == 0, r.output
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["model_options"]["dim"] == 4 and saved["train"]["epochs"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "nope", "ml-100k"], "Unknown model 'nope'"),
+        (["train", "pop", "netflix"], "Unknown dataset 'netflix'"),
+        (["train", "pop", "ml-1m"], "cfm/ml-1m.zip not found"),
+        (["train", "mf-bpr", "ml-100k", "--set", "dimension=3"], "Unknown option(s) dimension"),
+        (["train", "mf-bpr", "ml-100k", "--set", "dim"], "--set expects key=value"),
+        (["train", "pop", "ml-100k", "--protocol", "everything"], "Unknown protocol 'everything'"),
+        (["train", "pop", "ml-100k"], "leaving fewer than 100 to sample as negatives"),
+        (["evaluate", "/nonexistent/run"], "does not exist"),
+    ],
+)
+def test_errors_are_one_line_with_status_2(args: list[str], message: str, data_dir: Path) -> None:
+    r = _segue(*args, "--data-dir", str(data_dir)) if args[0] == "train" else _segue(*args)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len([ln for ln in r.stderr.strip().splitlines() if ln.strip()]) <= 3  # one sentence, maybe wrapped
+
+
+def test_recommend_unknown_user_and_bad_k(tmp_path: Path, data_dir: Path) -> None:
+    run_dir = tmp_path / "run"
+    r = runner.invoke(app, ["train", "pop", "ml-100k", "--data-dir", str(data_dir), "--out", str(run_dir), "--negatives", "10", "--json"])
+    assert r.exit_code == 0, r.output
+    p = _segue("recommend", str(run_dir), "--user", "999999")
+    assert p.returncode == 2 and "Unknown user id '999999'" in p.stderr
+    p = _segue("recommend", str(run_dir), "--user", "999999", "--unknown", "popular", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["fallback"] == "popular"
+    p = _segue("recommend", str(run_dir), "--user", "1", "-k", "100000")
+    assert p.returncode == 2 and "catalogue size" in p.stderr
+
+
+def test_corrupt_run_directory(tmp_path: Path, data_dir: Path) -> None:
+    run_dir = tmp_path / "run"
+    runner.invoke(app, ["train", "pop", "ml-100k", "--data-dir", str(data_dir), "--out", str(run_dir), "--negatives", "10", "--json"])
+    (run_dir / "id_maps.parquet").write_bytes(b"not parquet")
+    p = _segue("recommend", str(run_dir), "--user", "1")
+    assert p.returncode == 2 and "id_maps.parquet is unreadable" in p.stderr
+
+
+def test_malformed_data_file(tmp_path: Path) -> None:
+    d = tmp_path / "data" / "ml-100k"
+    d.mkdir(parents=True)
+    (d / "u.data").write_text("1\t2\t5\t881250949\nnot-a-row\n")
+    p = _segue("train", "pop", "ml-100k", "--data-dir", str(tmp_path / "data"))
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "u.data" in p.stderr
