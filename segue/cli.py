@@ -123,6 +123,7 @@ def models(as_json: Json = False) -> None:
                 "measure": cls.measure,
                 "options": opts,
                 "needs": sorted(cls.needs),
+                "train_defaults": cls.train_defaults,
                 "description": doc,
             }
         )
@@ -176,8 +177,7 @@ def train(
     from segue.data.datasets import get_dataset, load_dataset
     from segue.evaluation.protocols import get_protocol
     from segue.models.base import get_model_class
-    from segue.pipeline import load_config_file, run
-    from segue.training.trainer import TrainConfig
+    from segue.pipeline import load_config_file, run, train_config_for
 
     # validate every option before loading data, so a typo fails at once
     model_cls = get_model_class(model)
@@ -193,7 +193,7 @@ def train(
         train_opts["device"] = device
     if no_progress or as_json:
         train_opts["progress"] = False
-    cfg = TrainConfig.from_dict(train_opts)
+    cfg = train_config_for(model, train_opts)
     data = load_dataset(dataset, data_dir, progress=not no_progress)
     out_dir = out_dir or Path("runs") / f"{model}-{dataset}-{protocol}-s{seed}"
     res = run(
@@ -321,8 +321,7 @@ def quickstart(
     """Train Popularity, ItemKNN and MF-BPR on ml-100k (leave-one-out, 100 negatives) and compare them."""
     from segue.data.datasets import load_dataset
     from segue.evaluation.protocols import get_protocol
-    from segue.pipeline import prepare, run
-    from segue.training.trainer import TrainConfig
+    from segue.pipeline import prepare, run, train_config_for
 
     data = load_dataset("ml-100k", data_dir, progress=not as_json)
     proto = get_protocol("loo-sampled", seed=0)
@@ -335,7 +334,7 @@ def quickstart(
             name,
             data,
             protocol=proto,
-            train_config=TrainConfig(progress=not as_json),
+            train_config=train_config_for(name, {"progress": not as_json}),
             out=out_dir / name,
             overwrite=True,
             log=None if as_json else "default",

@@ -49,6 +49,13 @@ def load_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return dict(data.get("model", {})), dict(data.get("train", {}))
 
 
+def train_config_for(model_name: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """TrainConfig for a model: generic defaults < the model's ``train_defaults`` < ``overrides``."""
+    from segue.models.base import get_model_class
+
+    return TrainConfig.from_dict({**get_model_class(model_name).train_defaults, **(overrides or {})})
+
+
 def prepare(data: Interactions, protocol: Protocol) -> tuple[Interactions, Any, EvalSet | None, EvalSet]:
     """De-duplicate, split and build the fixed dev/test evaluation sets."""
     data = dedup(data)
@@ -82,7 +89,7 @@ def run(
         split, valid, test = prepared
     seed_everything(seed)
     model = build_model(model_name, split.train.n_users, split.train.n_items, model_options)
-    cfg = train_config or TrainConfig(seed=seed)
+    cfg = train_config or train_config_for(model_name, {"seed": seed})
     s = model.history_length() if "history" in model.needs else 0
     if s:
         valid = None if valid is None else valid.with_history(split.train, s)

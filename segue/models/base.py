@@ -78,6 +78,9 @@ class Recommender(nn.Module):
     needs: ClassVar[frozenset[str]] = frozenset()
     #: Whether the generic gradient trainer fits this model.
     trainable: ClassVar[bool] = True
+    #: Trainer options this model is tuned for (override TrainConfig's generic defaults;
+    #: a config file or command-line flag overrides these in turn).
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     @dataclass
     class Config:
@@ -242,9 +245,22 @@ def register(cls: type[Recommender]) -> type[Recommender]:
 
 
 def _load_builtin() -> None:
-    # importing the modules runs their @register decorators
-    import segue.models.baselines
-    import segue.models.mf  # noqa: F401
+    """Import every module of ``segue.models`` once, so their ``@register`` decorators run."""
+    global _LOADED
+    if _LOADED:
+        return
+    import importlib
+    import pkgutil
+
+    import segue.models
+
+    for mod in pkgutil.iter_modules(segue.models.__path__):
+        if mod.name != "base" and not mod.name.startswith("_"):
+            importlib.import_module(f"segue.models.{mod.name}")
+    _LOADED = True
+
+
+_LOADED = False
 
 
 def get_model_class(name: str) -> type[Recommender]:
