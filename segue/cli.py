@@ -354,13 +354,6 @@ def quickstart(
     out.print(f"Recommend: segue recommend {out_dir / 'mf-bpr'} --user 196 -k 10")
 
 
-# serving: the options live in segue.serving.commands, which imports only typer until a command runs
-from segue.serving.commands import export_cmd, serve_cmd  # noqa: E402
-
-app.command("export")(export_cmd)
-app.command("serve")(serve_cmd)
-
-
 def main() -> None:
     """Entry point: run the app, turning user errors into one-line messages (exit status 2)."""
     try:
