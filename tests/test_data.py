@@ -178,7 +178,11 @@ def test_random_split_is_seeded_partition(data: Interactions) -> None:
 # -- sampling ------------------------------------------------------------------------------------
 
 
-def test_negatives_never_hit_seen_items_or_padding(data: Interactions) -> None:
+@pytest.mark.parametrize("dense_cells", [0, 10**9], ids=["sorted-keys", "bitmap"])
+def test_negatives_never_hit_seen_items_or_padding(data: Interactions, dense_cells: int, monkeypatch) -> None:
+    import segue.data.sampling as sampling
+
+    monkeypatch.setattr(sampling, "_DENSE_CELLS", dense_cells)
     seen = data.to_csr()
     s = NegativeSampler(seen, seed=0)
     users = np.repeat(np.arange(1, data.n_users + 1), 50)
@@ -207,7 +211,11 @@ def test_popularity_sampling_prefers_popular_items(data: Interactions) -> None:
     assert (draws == data.n_items).mean() > 0.8
 
 
-def test_candidates_are_distinct_and_exclude_all_known(data: Interactions) -> None:
+@pytest.mark.parametrize("dense_cells", [0, 10**9], ids=["sorted-keys", "bitmap"])
+def test_candidates_are_distinct_and_exclude_all_known(data: Interactions, dense_cells: int, monkeypatch) -> None:
+    import segue.data.sampling as sampling
+
+    monkeypatch.setattr(sampling, "_DENSE_CELLS", dense_cells)
     known = data.to_csr()
     users = np.arange(1, data.n_users + 1)
     c = sample_candidates(users, known, 20, seed=0)

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from segue.errors import DataError
 
 _MAX_ROUNDS = 64
+_DENSE_CELLS = 64_000_000  # users x items up to which the seen set is a dense bitmap (64 MB)
 
 
 class NegativeSampler:
@@ -37,8 +38,14 @@ class NegativeSampler:
             raise DataError("Cannot sample negatives from an empty catalogue.")
         self.seen = seen
         self.n_seen = np.diff(seen.indptr)
-        rows = np.repeat(np.arange(seen.shape[0], dtype=np.int64), self.n_seen)
-        self._keys = np.sort(rows * (self.n_items + 1) + seen.indices.astype(np.int64))
+        # membership test: a dense bitmap when it is small, else binary search over sorted (user, item) keys
+        self._dense: np.ndarray | None = None
+        if seen.shape[0] * seen.shape[1] <= _DENSE_CELLS:
+            self._dense = seen.toarray() != 0
+            self._keys = np.zeros(0, dtype=np.int64)
+        else:
+            rows = np.repeat(np.arange(seen.shape[0], dtype=np.int64), self.n_seen)
+            self._keys = np.sort(rows * (self.n_items + 1) + seen.indices.astype(np.int64))
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self._cdf: np.ndarray | None = None
         if popularity is not None:
@@ -58,6 +65,8 @@ class NegativeSampler:
         return np.minimum(np.searchsorted(self._cdf, u, side="right"), self.n_items).astype(np.int64)
 
     def is_seen(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        if self._dense is not None:
+            return self._dense[users, items]
         keys = users.astype(np.int64) * (self.n_items + 1) + items
         pos = np.searchsorted(self._keys, keys)
         pos = np.minimum(pos, len(self._keys) - 1) if len(self._keys) else pos
@@ -77,20 +86,26 @@ class NegativeSampler:
                 f"leaving fewer than {need} to sample as negatives."
             )
         out = self._draw((len(users), n))
-        urow = np.broadcast_to(users[:, None], out.shape)
-        bad = self._invalid(urow, out, distinct)
+        bad = self._invalid(users, out, distinct)
+        # redraw only the rows that still hold a rejected draw: later rounds touch few rows
+        rows = np.flatnonzero(bad.any(axis=1))
+        sub, sub_bad = out[rows], bad[rows]
         rounds = 0
-        while bad.any():
+        while len(rows):
             rounds += 1
             if rounds > _MAX_ROUNDS:
-                self._exact_fill(users, out, bad, distinct)
+                self._exact_fill(users[rows], sub, sub_bad, distinct)
+                out[rows] = sub
                 break
-            out[bad] = self._draw(int(bad.sum()))
-            bad = self._invalid(urow, out, distinct)
+            sub[sub_bad] = self._draw(int(sub_bad.sum()))
+            sub_bad = self._invalid(users[rows], sub, distinct)
+            done = ~sub_bad.any(axis=1)
+            out[rows[done]] = sub[done]
+            rows, sub, sub_bad = rows[~done], sub[~done], sub_bad[~done]
         return out
 
-    def _invalid(self, urow: np.ndarray, cand: np.ndarray, distinct: bool) -> np.ndarray:
-        bad = self.is_seen(urow, cand)
+    def _invalid(self, users: np.ndarray, cand: np.ndarray, distinct: bool) -> np.ndarray:
+        bad = self.is_seen(np.broadcast_to(users[:, None], cand.shape), cand)
         if distinct and cand.shape[1] > 1:
             order = np.argsort(cand, axis=1, kind="stable")
             s = np.take_along_axis(cand, order, axis=1)
