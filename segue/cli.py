@@ -28,6 +28,24 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
+
+def _version(value: bool) -> None:
+    if value:
+        import segue
+
+        out.print(f"segue {segue.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Music recommendation: train, evaluate, and recommend with published models on real data."""
+
+
 DataDir = Annotated[
     Path | None,
     typer.Option("--data-dir", help="Dataset directory (default: $SEGUE_DATA_DIR, else ~/.cache/segue)."),
@@ -352,6 +370,13 @@ def quickstart(
         )
     )
     out.print(f"Recommend: segue recommend {out_dir / 'mf-bpr'} --user 196 -k 10")
+
+
+# serving: the options live in segue.serving.commands, which imports only typer until a command runs
+from segue.serving.commands import export_cmd, serve_cmd  # noqa: E402
+
+app.command("export")(export_cmd)
+app.command("serve")(serve_cmd)
 
 
 def main() -> None:

@@ -41,6 +41,8 @@ def test_results_file_round_trip(tmp_path: Path) -> None:
     md = (tmp_path / "t.md").read_text()
     assert "| a | 0.5000 | 0.6000 | -0.100 | 0.2500 | 0.2000 | +0.050 | 1.5000 |" in md
     assert "| b | 0.4000 | – | – |" in md and "same data as the paper" in md
+    header, rule = (ln for ln in md.splitlines() if ln.startswith("| model") or ln.startswith("|---"))
+    assert header.count("|") == rule.count("|") == 9
     assert "Command: `python -m x`" in results_markdown(back)
 
 

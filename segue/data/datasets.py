@@ -819,6 +819,12 @@ _REGISTRY: dict[str, DatasetSpec] = {
 }
 
 
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Add (or replace) a dataset in the registry, for dataset modules outside this file."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
 def list_datasets() -> list[DatasetSpec]:
     """All registered datasets, in registration order."""
     return list(_REGISTRY.values())
@@ -896,5 +902,8 @@ __all__ = [
     "load_ml100k",
     "load_toys",
     "load_yelp",
+    "register_dataset",
     "resolve_data_dir",
 ]
+
+import segue.data.playlists  # noqa: E402,F401  (registers the playlist datasets)

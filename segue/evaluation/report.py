@@ -66,7 +66,7 @@ def results_markdown(result: dict[str, Any], metrics: Sequence[str] | None = Non
         same = {r.get("same_data_as_paper") for r in part}
         label = "same data as the paper" if same == {True} else "different data from the paper"
         lines += [f"## {dataset} ({label})", ""]
-        head = ["model"] + [f"{m} ours | paper | diff" for m in metrics] + ["seconds"]
+        head = ["model"] + [f"{m} {part}" for m in metrics for part in ("ours", "paper", "diff")] + ["seconds"]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for r in part:

@@ -1,0 +1,578 @@
+"""The serving export: writing it from a run directory (:func:`export_run`) and answering from it (:class:`ServingModel`).
+
+An export directory holds no pickles::
+
+    OUT_DIR/
+      metadata.json        model, dataset, retrieval mode, measure, dimension, sizes, index parameters, versions
+      id_maps.parquet      raw <-> internal ids (copied from the run directory)
+      seen.npz             the training user x item matrix (CSR), to exclude consumed items
+      config.json          the run's config (provenance; with the weights it makes OUT_DIR loadable by load_run)
+      item_vectors.npy     (n_items + 1, d) float32, row i = internal item id i (row 0 = padding)   [vector models]
+      user_vectors.npy     (n_users + 1, d) float32, row u = internal user id u                     [plain vector models]
+      index.faiss, index.json   the ANN (or exact) index over items 1..n and its description            [vector models]
+      weights.safetensors  the model itself                                          [models that must score at query time]
+
+How a model is served depends on what its interface offers (``metadata["retrieval"]``):
+
+``ann``
+    The score is a plain vector similarity (``measure`` in dot / cosine / l2): the index
+    answers on its own. User queries are the exported user vectors; for models that take a
+    context (sequence, playlist) the model computes the query vector at request time.
+``ann+rescore``
+    The model has item embeddings but its score is not a plain similarity (memory /
+    attention models): the index (cosine on the item embeddings) proposes ``candidates``
+    items, which the model itself re-scores exactly. The candidate query is the model's
+    ``query_vectors`` where it has them, else the mean of the user's (or request's) item vectors.
+``exact-model``
+    The model has no vectors (pop, itemknn): every request scores the whole catalogue
+    through the model interface (``score_all``), exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from segue.data.interactions import IdMap
+from segue.errors import ConfigError, DataError, RunDirError, SegueError
+from segue.serving.index import VectorIndex, set_threads
+
+if TYPE_CHECKING:
+    from segue.models.base import Context
+    from segue.models.base import Recommender as Model
+
+EXPORT_FORMAT = 1
+#: ``index="auto"`` uses HNSW from this many items on; below it exact search is as fast and exact.
+AUTO_HNSW_MIN_ITEMS = 20_000
+RETRIEVAL_NOTES = {
+    "ann": "Approximate nearest-neighbour search over the item vectors answers on its own: the model's score is "
+    "the {measure} of a query vector and an item vector.",
+    "ann+rescore": "The model's score is not a plain vector similarity, so an ANN candidate stage (cosine over the "
+    "item embeddings, {candidates} candidates) is followed by exact re-scoring of the candidates with the model itself.",
+    "exact-model": "The model has no item vectors, so every request scores the whole catalogue exactly through "
+    "the model interface (score_all); no ANN index is used.",
+}
+
+
+MEASURE_WORDS = {"dot": "inner product", "cosine": "cosine similarity", "l2": "negative squared Euclidean distance"}
+
+
+class UnsupportedQueryError(ConfigError):
+    """A request that the exported model cannot answer (e.g. /similar for a model without item vectors)."""
+
+
+class ExportError(RunDirError):
+    """An export directory that is missing, incomplete or inconsistent."""
+
+
+# -- export ------------------------------------------------------------------------------
+def _versions() -> dict[str, Any]:
+    import faiss
+
+    from segue.training.checkpoint import versions
+
+    return {**versions(), "faiss": faiss.__version__}
+
+
+def _item_vectors(model: Model) -> np.ndarray | None:
+    try:
+        v = model.item_vectors()
+    except NotImplementedError:
+        return None
+    return v.detach().cpu().numpy().astype(np.float32)
+
+
+def _user_vectors(model: Model, chunk: int = 65_536) -> np.ndarray | None:
+    import torch
+
+    if model.needs:
+        return None
+    parts = []
+    try:
+        with torch.no_grad():
+            for start in range(1, model.n_users + 1, chunk):
+                users = torch.arange(start, min(start + chunk, model.n_users + 1), device=model.device)
+                parts.append(model.query_vectors(users).detach().cpu().numpy().astype(np.float32))
+    except NotImplementedError:
+        return None
+    u = np.concatenate(parts)
+    return np.concatenate([np.zeros((1, u.shape[1]), np.float32), u])
+
+
+def _sample_recall(index: VectorIndex, queries: np.ndarray, n: int = 200) -> float:
+    """Recall@10 of the index against exact search for up to ``n`` sampled queries (no exclusions)."""
+    rng = np.random.default_rng(0)
+    rows = rng.choice(len(queries), min(n, len(queries)), replace=False)
+    return index.recall(np.asarray(queries[np.sort(rows)]), min(10, index.n))
+
+
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    index: str = "auto",
+    m: int = 32,
+    ef_construction: int = 100,
+    ef_search: int = 128,
+    dot_strategy: str = "auto",
+    candidates: int = 200,
+    threads: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Export the run directory ``run_dir`` for serving into ``out_dir`` (written atomically).
+
+    ``index`` is ``hnsw``, ``exact`` or ``auto`` (HNSW from :data:`AUTO_HNSW_MIN_ITEMS` items on);
+    ``m``, ``ef_construction``, ``ef_search`` and ``dot_strategy`` (see :mod:`segue.serving.index`)
+    are the HNSW parameters; ``candidates`` is the
+    size of the ANN candidate stage of ``ann+rescore`` models. Returns ``out_dir``.
+    """
+    from segue.training.checkpoint import load_run
+
+    if index not in ("auto", "hnsw", "exact"):
+        raise ConfigError(f"index must be auto, hnsw or exact, got {index!r}.")
+    if candidates < 1:
+        raise ConfigError(f"candidates must be >= 1, got {candidates}.")
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if out_dir.resolve() == run_dir.resolve():
+        raise ConfigError("The export directory must differ from the run directory.")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ExportError(
+            f"Export directory {out_dir} already exists and is not empty; choose another or pass --overwrite."
+        )
+    run = load_run(run_dir)
+    model = run.model
+    if "features" in model.needs:
+        raise UnsupportedQueryError(f"Model {model.name!r} needs context features, which the server cannot supply.")
+    items = _item_vectors(model)
+    users = _user_vectors(model) if items is not None and model.measure is not None else None
+    if items is None:
+        retrieval, index_measure = "exact-model", None
+    elif model.measure is not None and (users is not None or model.needs):
+        retrieval, index_measure = "ann", model.measure
+    else:  # no plain similarity (or no query vectors): candidates by cosine, then the model's own scores
+        retrieval, index_measure = "ann+rescore", "cosine"
+    if items is not None and (items.shape[0] != model.n_items + 1 or not np.isfinite(items).all()):
+        raise DataError(
+            f"Model {model.name!r} returned item vectors of shape {items.shape} or with NaNs; expected ({model.n_items + 1}, d)."
+        )
+    if users is not None and not np.isfinite(users).all():
+        raise DataError(f"Model {model.name!r} returned user vectors with NaN or infinite values.")
+    needs_model = retrieval != "ann" or users is None
+    kind = index if index != "auto" else ("hnsw" if model.n_items >= AUTO_HNSW_MIN_ITEMS else "exact")
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        t0 = time.perf_counter()
+        files: dict[str, Any] = {"id_maps": "id_maps.parquet", "seen": "seen.npz", "config": "config.json"}
+        for name in files.values():
+            shutil.copyfile(run_dir / name, tmp / name)
+        index_info = None
+        if items is not None:
+            np.save(tmp / "item_vectors.npy", items)
+            files["item_vectors"] = "item_vectors.npy"
+            vi = VectorIndex.build(
+                items[1:],
+                index_measure,
+                kind,
+                m=m,
+                ef_construction=ef_construction,
+                ef_search=ef_search,
+                dot_strategy=dot_strategy,
+                sample_queries=None if users is None else users[1:],
+                threads=threads,
+            )
+            if kind == "hnsw":
+                vi.params["recall_at_10"] = round(_sample_recall(vi, items[1:] if users is None else users[1:]), 4)
+            vi.save(tmp / "index.faiss")
+            files["index"] = "index.faiss"
+            index_info = vi.describe()
+        if users is not None:
+            np.save(tmp / "user_vectors.npy", users)
+            files["user_vectors"] = "user_vectors.npy"
+        if needs_model:
+            shutil.copyfile(run_dir / "weights.safetensors", tmp / "weights.safetensors")
+            files["weights"] = "weights.safetensors"
+        meta = {
+            "format": EXPORT_FORMAT,
+            "model": model.name,
+            "model_options": run.config.get("model_options", {}),
+            "dataset": run.config.get("dataset"),
+            "source_run": str(run_dir.resolve()),
+            "retrieval": retrieval,
+            "retrieval_note": RETRIEVAL_NOTES[retrieval].format(
+                measure=MEASURE_WORDS.get(str(index_measure), index_measure), candidates=candidates
+            ),
+            "measure": model.measure,
+            "index_measure": index_measure,
+            "dim": None if items is None else int(items.shape[1]),
+            "n_users": model.n_users,
+            "n_items": model.n_items,
+            "needs": sorted(model.needs),
+            "history_length": int(model.history_length()),
+            "query": "user-vectors" if users is not None else "model",
+            "model_at_query_time": needs_model,
+            "candidates": candidates if retrieval == "ann+rescore" else None,
+            "index": index_info,
+            "files": files,
+            "export_seconds": round(time.perf_counter() - t0, 3),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": _versions(),
+        }
+        (tmp / "metadata.json").write_text(json.dumps(meta, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+# -- serving -----------------------------------------------------------------------------
+@dataclass
+class Recommendations:
+    """One answer: raw item ids, best first, with their scores.
+
+    ``query`` says what the query was (``user-vector``, ``user-history``, ``mean-of-items``,
+    ``model-context``, ``item-vector``, ``model``); ``retrieval`` how it was answered (``ann``,
+    ``exact``, ``ann+rescore``, ``model``); ``ignored`` lists request items that were unknown
+    and skipped.
+    """
+
+    items: list[Any]
+    scores: list[float]
+    query: str
+    retrieval: str
+    ignored: list[Any] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _load_csr(path: Path) -> sp.csr_matrix:
+    with np.load(path, allow_pickle=False) as z:
+        ind = z["indices"]
+        return sp.csr_matrix((np.ones(len(ind), np.float32), ind, z["indptr"]), shape=tuple(z["shape"]))
+
+
+class ServingModel:
+    """Recommendations from an export directory, by raw ids (see the module docstring).
+
+    Load with :meth:`load`; ask with :meth:`recommend` (a known user), :meth:`recommend_items`
+    (a playlist, session or basket given as raw item ids) and :meth:`similar` (an item).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        metadata: dict[str, Any],
+        user_map: IdMap,
+        item_map: IdMap,
+        seen: sp.csr_matrix,
+        index: VectorIndex | None,
+        user_vectors: np.ndarray | None,
+        model: Model | None,
+        *,
+        exact: bool = False,
+    ) -> None:
+        self.path = path
+        self.metadata = metadata
+        self.user_map = user_map
+        self.item_map = item_map
+        self.seen = seen
+        self.index = index
+        self.user_vectors = user_vectors
+        self.model = model
+        self.exact = exact
+        self.retrieval: str = metadata["retrieval"]
+        self.n_users: int = int(metadata["n_users"])
+        self.n_items: int = int(metadata["n_items"])
+        self.needs: frozenset[str] = frozenset(metadata.get("needs", []))
+        self.candidates: int = int(metadata.get("candidates") or 200)
+
+    # -- loading ------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls, path: str | Path, *, exact: bool = False, ef_search: int | None = None, threads: int | None = None
+    ) -> ServingModel:
+        """Open an export directory written by :func:`export_run` (or ``segue export``).
+
+        ``exact=True`` answers every query by exact search (the reference); ``ef_search``
+        overrides the HNSW search breadth; ``threads`` sets faiss' (and torch's) thread count.
+        """
+        path = Path(path)
+        meta_file = path / "metadata.json"
+        if not meta_file.exists():
+            raise ExportError(
+                f"{path} is not a segue export directory (no metadata.json); create one with `segue export`."
+            )
+        try:
+            meta = json.loads(meta_file.read_text())
+        except json.JSONDecodeError as e:
+            raise ExportError(f"{meta_file} is not valid JSON ({e.msg}).") from e
+        if meta.get("format") != EXPORT_FORMAT:
+            raise ExportError(
+                f"{path} has export format {meta.get('format')!r}; this segue reads format {EXPORT_FORMAT}."
+            )
+        files = meta.get("files", {})
+        missing = [f for f in files.values() if not (path / f).exists()]
+        if missing:
+            raise ExportError(f"Export directory {path} is incomplete: missing {', '.join(sorted(missing))}.")
+        set_threads(threads)
+        model = None
+        if meta.get("model_at_query_time"):
+            import torch
+
+            from segue.training.checkpoint import load_run
+
+            if threads is not None:
+                torch.set_num_threads(threads)
+            run = load_run(path)
+            model, user_map, item_map, seen = run.model, run.user_map, run.item_map, run.seen
+        else:
+            try:
+                maps = pd.read_parquet(path / files["id_maps"])
+                user_map, item_map = IdMap.from_frame(maps, "user"), IdMap.from_frame(maps, "item")
+                seen = _load_csr(path / files["seen"])
+            except (OSError, KeyError, ValueError, SegueError) as e:
+                raise ExportError(f"The id maps or seen items of {path} are unreadable ({e}).") from e
+        if len(user_map) != meta["n_users"] or len(item_map) != meta["n_items"]:
+            raise ExportError(f"Export directory {path} is inconsistent: its id maps do not match metadata.json.")
+        index = VectorIndex.load(path / files["index"], ef_search=ef_search) if "index" in files else None
+        if index is not None and index.n != meta["n_items"]:
+            raise ExportError(
+                f"Export directory {path} is inconsistent: the index holds {index.n} items, not {meta['n_items']}."
+            )
+        users = np.load(path / files["user_vectors"], mmap_mode="r") if "user_vectors" in files else None
+        if users is not None and (
+            users.shape[0] != meta["n_users"] + 1 or index is None or users.shape[1] != index.dim
+        ):
+            raise ExportError(f"Export directory {path} is inconsistent: user_vectors.npy has shape {users.shape}.")
+        return cls(path, meta, user_map, item_map, seen, index, users, model, exact=exact)
+
+    # -- public API by raw ids ------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """A summary for /health: model, dataset, retrieval, sizes, index."""
+        m = self.metadata
+        return {
+            "model": m["model"],
+            "dataset": m.get("dataset"),
+            "retrieval": self.retrieval,
+            "measure": m.get("measure"),
+            "dim": m.get("dim"),
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "index": None if self.index is None else ("exact" if self.exact else self.index.kind),
+            "needs": sorted(self.needs),
+        }
+
+    def check_k(self, k: int) -> int:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.n_items:
+            raise ConfigError(f"k must be an integer between 1 and the catalogue size {self.n_items}, got {k!r}.")
+        return int(k)
+
+    def recommend(self, user: Any, k: int = 10, *, exclude_seen: bool = True) -> Recommendations:
+        """Top-k items for a known user (raw id), excluding what they consumed in training by default."""
+        return self.recommend_many([user], k, exclude_seen=exclude_seen)[0]
+
+    def recommend_many(self, users: Sequence[Any], k: int = 10, *, exclude_seen: bool = True) -> list[Recommendations]:
+        """:meth:`recommend` for a batch of raw user ids (one batched index query)."""
+        k = self.check_k(k)
+        uids = self.user_map.to_internal(list(users))
+        ids, scores, query, retrieval = self.top_k_internal(uids, k, exclude_seen=exclude_seen)
+        return [self._answer(ids[r], scores[r], query, retrieval[r]) for r in range(len(uids))]
+
+    def recommend_items(
+        self,
+        items: Sequence[Any],
+        k: int = 10,
+        *,
+        user: Any | None = None,
+        exclude_items: bool = True,
+        exclude_seen: bool = True,
+        ignore_unknown: bool = False,
+    ) -> Recommendations:
+        """Top-k items for a playlist / session / basket given as raw item ids (oldest first).
+
+        Context models (``needs`` history or group) receive the items as their context. Plain
+        vector models use the mean of the items' vectors as the query (``query="mean-of-items"``).
+        Models with neither cannot answer and raise :class:`UnsupportedQueryError`. ``user``
+        (optional) is passed to context models and, with ``exclude_seen``, adds that user's
+        consumed items to the exclusions.
+        """
+        k = self.check_k(k)
+        raw = list(items)
+        if not raw:
+            raise DataError("The request has no items.")
+        internal = self.item_map.to_internal(raw, missing="zero" if ignore_unknown else "raise")
+        ignored = [r for r, i in zip(raw, internal, strict=True) if i == 0]
+        internal = internal[internal > 0]
+        if len(internal) == 0:
+            raise DataError("None of the request's items occur in the training data.")
+        uid = int(self.user_map.to_internal([user])[0]) if user is not None else 0
+        excl = [np.unique(internal)] if exclude_items else []
+        if uid and exclude_seen:
+            excl.append(self._seen(uid))
+        exclude = np.unique(np.concatenate(excl)) if excl else np.zeros(0, np.int64)
+        if self.needs:
+            ctx = self._context([internal])
+            ids, scores, retrieval = self._context_query(np.asarray([uid]), ctx, [internal], k, [exclude])
+            query = "model-context"
+        elif self.index is not None:
+            q = self.index.vectors[internal - 1].mean(axis=0, keepdims=True)
+            res = self.index.search(q, k, [exclude], exact=self.exact)
+            ids, scores, retrieval = res.ids, res.scores, ["exact" if e else "ann" for e in res.exact]
+            query = "mean-of-items"
+        else:
+            raise UnsupportedQueryError(
+                f"Model {self.metadata['model']!r} has no item vectors and takes no context, so it cannot recommend for a list of items."
+            )
+        out = self._answer(ids[0], scores[0], query, retrieval[0])
+        out.ignored = [_plain(r) for r in ignored]
+        return out
+
+    def similar(self, item: Any, k: int = 10) -> Recommendations:
+        """The k items nearest to ``item`` (raw id) under the index's measure, the item itself excluded."""
+        k = self.check_k(k)
+        iid = int(self.item_map.to_internal([item])[0])
+        if self.index is None:
+            raise UnsupportedQueryError(
+                f"Model {self.metadata['model']!r} has no item vectors, so it has no similar items."
+            )
+        res = self.index.search(self.index.vectors[iid - 1][None, :], k, [np.asarray([iid])], exact=self.exact)
+        return self._answer(res.ids[0], res.scores[0], "item-vector", "exact" if res.exact[0] else "ann")
+
+    # -- internal ids ---------------------------------------------------------------------
+    def top_k_internal(
+        self, users: np.ndarray, k: int, *, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, str, list[str]]:
+        """Top-k internal ids (0 = none) and scores (B, k) for internal user ids, with how they were found."""
+        users = np.asarray(users, dtype=np.int64)
+        if users.size and (users.min() < 1 or users.max() > self.n_users):
+            raise DataError(f"Internal user ids must lie in 1..{self.n_users}.")
+        exclude = [self._seen(u) for u in users] if exclude_seen else [np.zeros(0, np.int64)] * len(users)
+        if self.user_vectors is not None and self.index is not None:
+            res = self.index.search(self.user_vectors[users], k, exclude, exact=self.exact)
+            return res.ids, res.scores, "user-vector", ["exact" if e else "ann" for e in res.exact]
+        if self.needs:
+            hist = [self._seen(u) for u in users]
+            ids, scores, retrieval = self._context_query(users, self._context(hist), hist, k, exclude)
+            return ids, scores, "user-history", retrieval
+        ids, scores, retrieval = self._context_query(users, None, [self._seen(u) for u in users], k, exclude)
+        return ids, scores, "user", retrieval
+
+    def _seen(self, u: int) -> np.ndarray:
+        return self.seen.indices[self.seen.indptr[u] : self.seen.indptr[u + 1]].astype(np.int64)
+
+    def _context(self, item_lists: list[np.ndarray]) -> Context:
+        import torch
+
+        from segue.models.base import Context
+
+        assert self.model is not None
+        hist = group = None
+        if "group" in self.needs:
+            width = max(1, max(len(x) for x in item_lists))
+            g = np.zeros((len(item_lists), width), np.int64)
+            for r, x in enumerate(item_lists):
+                g[r, : len(x)] = x
+            group = torch.as_tensor(g)
+        if "history" in self.needs:
+            s = self.model.history_length() or max(1, max(len(x) for x in item_lists))
+            h = np.zeros((len(item_lists), s), np.int64)
+            for r, x in enumerate(item_lists):
+                tail = x[-s:]
+                h[r, s - len(tail) :] = tail  # oldest first, left-padded
+            hist = torch.as_tensor(h)
+        return Context(history=hist, group=group)
+
+    def _context_query(
+        self,
+        users: np.ndarray,
+        ctx: Context | None,
+        item_lists: list[np.ndarray],
+        k: int,
+        exclude: list[np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Answer through the model: query vectors + index, candidates + re-scoring, or exact scoring."""
+        import torch
+
+        assert self.model is not None
+        users_t = torch.as_tensor(users, dtype=torch.long)
+        if self.retrieval == "exact-model":
+            return (*self._exact_model(users_t, ctx, k, exclude), ["model"] * len(users))
+        assert self.index is not None
+        q = self._model_queries(users_t, ctx)
+        if self.retrieval == "ann":
+            if q is None:
+                raise UnsupportedQueryError(f"Model {self.metadata['model']!r} gives no query vector for this request.")
+            res = self.index.search(q, k, exclude, exact=self.exact)
+            return res.ids, res.scores, ["exact" if e else "ann" for e in res.exact]
+        # ann+rescore: ANN candidates, then the model's own scores
+        if q is None:
+            q = np.stack(
+                [
+                    self.index.vectors[x - 1].mean(axis=0) if len(x) else np.zeros(self.index.dim, np.float32)
+                    for x in item_lists
+                ]
+            )
+        cand = self.index.search(q, min(max(self.candidates, k), self.n_items), exclude, exact=self.exact).ids
+        with torch.no_grad():
+            s = self.model.score(users_t, torch.as_tensor(cand), ctx).float().cpu().numpy()
+        s = np.where(cand > 0, s, -np.inf).astype(np.float32)
+        if np.isnan(s).any():
+            raise DataError(f"{self.metadata['model']} produced NaN scores.")
+        order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        ids = np.take_along_axis(cand, order, axis=1)
+        scores = np.take_along_axis(s, order, axis=1)
+        return np.where(np.isneginf(scores), 0, ids), scores, ["ann+rescore"] * len(users)
+
+    def _model_queries(self, users_t: Any, ctx: Context | None) -> np.ndarray | None:
+        import torch
+
+        assert self.model is not None
+        try:
+            with torch.no_grad():
+                return self.model.query_vectors(users_t, ctx).float().cpu().numpy()
+        except NotImplementedError:
+            return None
+
+    def _exact_model(
+        self, users_t: Any, ctx: Context | None, k: int, exclude: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        from segue.models.base import check_scores
+
+        assert self.model is not None
+        with torch.no_grad():
+            s = self.model.score_all(users_t, ctx).float().cpu()
+        check_scores(s, self.metadata["model"])
+        s = s.numpy().copy()
+        s[:, 0] = -np.inf
+        for r, e in enumerate(exclude):
+            s[r, e] = -np.inf
+        vals, top = torch.topk(torch.as_tensor(s), k, dim=1)
+        ids, scores = top.numpy(), vals.numpy()
+        return np.where(np.isneginf(scores), 0, ids), scores
+
+    def _answer(self, ids: np.ndarray, scores: np.ndarray, query: str, retrieval: str) -> Recommendations:
+        keep = ids > 0
+        raw = self.item_map.to_raw(ids[keep]).tolist()
+        return Recommendations(raw, [float(x) for x in scores[keep]], query, retrieval)
+
+
+def _plain(x: Any) -> Any:
+    return x.item() if isinstance(x, np.generic) else x
