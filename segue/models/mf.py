@@ -72,7 +72,14 @@ class MFBPR(_DotModel):
     """
 
     name: ClassVar[str] = "mf-bpr"
-    train_defaults: ClassVar[dict[str, Any]] = {"lr": 0.01, "batch_size": 4096, "n_negatives": 4, "epochs": 100}
+    # one torch thread: on 2 shared cores, 2 threads made this model 10x slower (docs/results/foundation-baselines.md)
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "lr": 0.01,
+        "batch_size": 4096,
+        "n_negatives": 4,
+        "epochs": 100,
+        "threads": 1,
+    }
 
     @dataclass
     class Config:
