@@ -13,7 +13,7 @@ Section 4.2 of the dissertation; the implementation spec is Part R of
 
 with ``w_up = c0`` on unobserved cells and ``c1`` on liked ones, by vector-wise ALS
 (Eqs. 4.5-4.8, Algorithm 1): every block update is an exact minimiser, computed for all rows
-at once as batched ``k x k`` solves (``torch.linalg.solve``). The Gram sums are one matrix
+at once as batched ``k x k`` solves (Cholesky, LU as the fallback). The Gram sums are one matrix
 product per term: the packed outer products ``v_j v_j^T`` of the fixed side, multiplied by the
 (sparse, or densified when dense enough) weight matrix of the term. The WMF term uses Hu et
 al.'s ``c0 P^T P`` trick, so the all-cells sum never materialises. The score is ``a_u.b_p``
