@@ -150,6 +150,14 @@ def _ncf_checks(name: str, c: Any) -> None:
         raise ConfigError(f"{name} needs factors >= 1, layers >= 1, init_std > 0 and reg >= 0, got {c}.")
 
 
+def _output_layer(width: int) -> nn.Linear:
+    """NCF's prediction layer h: width -> 1, LeCun-uniform weights and a zero bias."""
+    h = nn.Linear(width, 1)
+    nn.init.uniform_(h.weight, -math.sqrt(3 / width), math.sqrt(3 / width))
+    nn.init.zeros_(h.bias)
+    return h
+
+
 @register
 class GMF(_NCF):
     """Generalized matrix factorisation: ``h . (p_u * q_i)`` (NCF, Eq. 9)."""
@@ -167,9 +175,7 @@ class GMF(_NCF):
         c = self.config
         _ncf_checks(self.name, c)
         self._build_gmf(n_users, n_items, c.factors, c.init_std)
-        self.h = nn.Linear(c.factors, 1)
-        nn.init.uniform_(self.h.weight, -math.sqrt(3 / c.factors), math.sqrt(3 / c.factors))  # LeCun uniform
-        nn.init.zeros_(self.h.bias)
+        self.h = _output_layer(c.factors)
 
     def score(self, users: Tensor, items: Tensor, context: Context | None = None) -> Tensor:
         _check(self, users, items)
@@ -197,9 +203,7 @@ class MLP(_NCF):
         c = self.config
         _ncf_checks(self.name, c)
         self._build_mlp(n_users, n_items, c.factors, c.layers, c.init_std)
-        self.h = nn.Linear(c.factors, 1)
-        nn.init.uniform_(self.h.weight, -math.sqrt(3 / c.factors), math.sqrt(3 / c.factors))
-        nn.init.zeros_(self.h.bias)
+        self.h = _output_layer(c.factors)
 
     def score(self, users: Tensor, items: Tensor, context: Context | None = None) -> Tensor:
         _check(self, users, items)
@@ -234,9 +238,7 @@ class NeuMF(_NCF):
             raise ConfigError(f"neumf alpha must lie in [0, 1], got {c.alpha}.")
         self._build_gmf(n_users, n_items, c.factors, c.init_std)
         self._build_mlp(n_users, n_items, c.factors, c.layers, c.init_std)
-        self.h = nn.Linear(2 * c.factors, 1)
-        nn.init.uniform_(self.h.weight, -math.sqrt(3 / (2 * c.factors)), math.sqrt(3 / (2 * c.factors)))
-        nn.init.zeros_(self.h.bias)
+        self.h = _output_layer(2 * c.factors)
         self.pretrained_parts: dict[str, Any] = {}
 
     def score(self, users: Tensor, items: Tensor, context: Context | None = None) -> Tensor:
