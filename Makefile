@@ -14,7 +14,7 @@ $(BIN)/segue: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# torch first, pinned: the CPU wheel on these machines (a range could pull GBs of CUDA wheels)
 	$(BIN)/python -m pip install -q --disable-pip-version-check "torch==2.13.0"
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[serve,peers,dev]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[serve,peers,dev,audio]"
 	touch $(BIN)/segue
 
 install: $(BIN)/segue
