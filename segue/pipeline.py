@@ -7,6 +7,7 @@ ignorant of the others.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import tomllib
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ def train_config_for(model_name: str, overrides: dict[str, Any] | None = None) -
 
 def prepare(data: Interactions, protocol: Protocol) -> tuple[Interactions, Any, EvalSet | None, EvalSet]:
     """De-duplicate, split and build the fixed dev/test evaluation sets."""
-    data = dedup(data)
+    data = dedup(data, on=protocol.dedup_on)
     split = protocol.split(data)
     valid, test = protocol.evalsets(split)
     return data, split, valid, test
@@ -90,6 +91,8 @@ def run(
     seed_everything(seed)
     model = build_model(model_name, split.train.n_users, split.train.n_items, model_options)
     cfg = train_config or train_config_for(model_name, {"seed": seed})
+    if cfg.context != proto.context:  # the protocol decides what a training row's context is
+        cfg = dataclasses.replace(cfg, context=proto.context)
     s = model.history_length() if "history" in model.needs else 0
     if s:
         valid = None if valid is None else valid.with_history(split.train, s)

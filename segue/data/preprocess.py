@@ -41,6 +41,21 @@ def dedup(
     return ordered.take(mask.to_numpy()).compact()
 
 
+def filter_groups(data: Interactions, group: str, min_size: int = 1, max_size: int | None = None) -> Interactions:
+    """Keep the groups (baskets, playlists, sessions) with ``min_size``..``max_size`` rows; ids are compacted."""
+    if group not in data.df.columns:
+        raise DataError(f"{data.name} has no {group!r} grouping.")
+    if min_size < 1 or (max_size is not None and max_size < min_size):
+        raise DataError(f"Group size bounds must satisfy 1 <= min_size <= max_size, got {min_size}..{max_size}.")
+    size = data.df.groupby(group)[group].transform("size").to_numpy()
+    keep = size >= min_size
+    if max_size is not None:
+        keep &= size <= max_size
+    if not keep.any():
+        raise DataError(f"{data.name}: no {group} has {min_size}..{max_size} items.")
+    return data.take(keep).compact()
+
+
 def kcore(data: Interactions, min_user: int = 5, min_item: int = 5) -> Interactions:
     """Iterated k-core: drop users with < ``min_user`` rows and items with < ``min_item`` rows until stable."""
     if min_user < 1 or min_item < 1:

@@ -60,3 +60,80 @@ def last_items(data: Interactions, users: np.ndarray, s: int) -> np.ndarray:
         ok = idx >= start
         out[ok, s - back] = si[idx[ok]]
     return out
+
+
+def _left_pack(mat: np.ndarray, lens: np.ndarray, s: int) -> np.ndarray:
+    """Rows of right-padded ``mat`` (valid prefix of ``lens``) as their last ``s`` entries, left-padded."""
+    out = np.zeros((len(mat), s), dtype=np.int64)
+    for j in range(s):
+        src = lens - s + j
+        ok = src >= 0
+        out[ok, j] = mat[np.flatnonzero(ok), src[ok]]
+    return out
+
+
+def _group_matrix(data: Interactions, group: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(n_groups + 1, L) members of each group in time/file order (right-padded), their counts, and per row
+    its group id and position inside the group."""
+    if group not in data.df.columns:
+        raise DataError(f"{data.name} has no {group!r} grouping, so group contexts cannot be built.")
+    g = data.df[group].to_numpy().astype(np.int64)
+    n = len(g)
+    keys = [np.arange(n)]
+    if data.has_time:
+        keys.append(data.df["timestamp"].to_numpy())
+    keys.append(g)
+    order = np.lexsort(keys)
+    n_groups = int(g.max()) if n else 0
+    lens = np.bincount(g, minlength=n_groups + 1)
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    pos_sorted = np.arange(n) - starts[g[order]]
+    mat = np.zeros((n_groups + 1, max(1, int(lens.max()) if n else 1)), dtype=np.int64)
+    mat[g[order], pos_sorted] = data.items[order]
+    pos = np.empty(n, dtype=np.int64)
+    pos[order] = pos_sorted
+    return mat, lens, g, pos
+
+
+def group_windows(data: Interactions, group: str, s: int) -> np.ndarray:
+    """For every row, the *other* items of its group (basket, playlist, session): (len(data), s).
+
+    Oldest first (time, then file order), left-padded with 0; a group with more than ``s``
+    other members keeps its ``s`` latest ones. This is the basket task's context (spec
+    A.1.2: "the rest of the basket").
+    """
+    if s < 1:
+        raise DataError(f"The window length s must be >= 1, got {s}.")
+    mat, lens, g, pos = _group_matrix(data, group)
+    width = mat.shape[1]
+    if width < 2:
+        return np.zeros((len(data), s), dtype=np.int64)
+    idx = np.arange(width - 1)[None, :]
+    col = idx + (idx >= pos[:, None])  # skip the row's own position
+    others = mat[g[:, None], np.minimum(col, width - 1)]
+    return _left_pack(others, lens[g] - 1, s)
+
+
+def group_members(data: Interactions, group: str, groups: np.ndarray, s: int) -> np.ndarray:
+    """The items of each given group in ``data`` (its last ``s``, oldest first, left-padded): (len(groups), s)."""
+    if s < 1:
+        raise DataError(f"The window length s must be >= 1, got {s}.")
+    mat, lens, _, _ = _group_matrix(data, group)
+    groups = np.asarray(groups, dtype=np.int64)
+    if groups.size and groups.min() < 0:
+        raise DataError("Group ids must be >= 0.")
+    groups = np.where(groups < len(mat), groups, 0)  # a group with no row in ``data`` has no member
+    return _left_pack(mat[groups], lens[groups], s)
+
+
+#: Row contexts the trainer can build: the user's previous items, or the rest of the row's group.
+CONTEXTS = ("history", "basket", "playlist", "session")
+
+
+def row_contexts(data: Interactions, s: int, context: str = "history") -> np.ndarray:
+    """Per training row, the ``s`` context items a sequential model reads (see :data:`CONTEXTS`)."""
+    if context == "history":
+        return history_windows(data, s)
+    if context in CONTEXTS:
+        return group_windows(data, context, s)
+    raise DataError(f"Unknown context {context!r}; expected one of {', '.join(CONTEXTS)}.")

@@ -23,6 +23,9 @@ Named protocols (``PROTOCOLS``):
                     items ranked with 1,000 sampled negatives, users with a train history
 ``temporal-full``   the same split with full ranking (RME R.8 on timestamped data)
 ``random-full``     random 70/10/20 rows, full ranking (RME R.8 on play counts)
+``basket-holdout``  SDMR basket task (A.1.2, A.6): baskets of 5..20 items, one random item of
+                    each basket for test and one for dev, the rest of the basket (its
+                    training items) as the context, 100 sampled negatives per case
 ==================  ======================================================================
 """
 
@@ -39,9 +42,10 @@ import scipy.sparse as sp
 import torch
 
 from segue.data.interactions import Interactions
+from segue.data.preprocess import filter_groups
 from segue.data.sampling import NegativeSampler
-from segue.data.sequences import last_items
-from segue.data.splits import Split, leave_one_out, random_split, temporal_split
+from segue.data.sequences import group_members, last_items
+from segue.data.splits import Split, group_holdout, leave_one_out, random_split, temporal_split
 from segue.errors import ConfigError, DataError
 from segue.evaluation.metrics import compute_metrics, rank_positives
 from segue.models.base import Context, Recommender, check_scores
@@ -83,9 +87,19 @@ class EvalSet:
         )
 
     def with_history(self, train: Interactions, s: int) -> EvalSet:
-        """Attach the last ``s`` training items of each case's user as ``context.history``."""
-        hist = torch.as_tensor(last_items(train, self.users, s))
+        """Attach the last ``s`` training items of each case's user as ``context.history``.
+
+        Group cases (``meta["context"]`` = ``"basket"``, ...) already carry the group's training
+        items in ``context.group`` (left-padded); their history is the last ``s`` of those.
+        """
         ctx = self.context or Context()
+        if self.meta.get("context", "history") != "history":
+            if ctx.group is None:
+                raise DataError("This group evaluation set carries no group members to use as history.")
+            g = ctx.group
+            hist = g[:, -s:] if g.shape[1] >= s else torch.nn.functional.pad(g, (s - g.shape[1], 0))
+        else:
+            hist = torch.as_tensor(last_items(train, self.users, s))
         return EvalSet(
             self.users,
             self.targets,
@@ -188,6 +202,64 @@ def sampled_evalset(
     return EvalSet(users, targets, np.concatenate([pos, negs], axis=1), n_pos, None, None, meta)
 
 
+def group_evalset(
+    split: Split, part: str = "test", *, group: str = "basket", n_negatives: int = 100, seed: int = 0
+) -> EvalSet:
+    """One case per group of ``part`` (the basket task, spec A.1.2 / A.6).
+
+    The case's user is the group's owner; candidates are the held-out item first, then
+    ``n_negatives`` fixed distinct items the user never interacted with (any part);
+    ``context.group`` holds the group's training items (oldest first, left-padded), the
+    context of the held-out item. Cases whose item never occurs in training are dropped
+    (their embedding would be untrained; the count is in ``meta``).
+    """
+    data = getattr(split, part)
+    if data is None or len(data) == 0:
+        raise DataError(f"The split has no {part} part.")
+    if group not in data.df.columns:
+        raise DataError(f"{data.name} has no {group!r} grouping.")
+    train = split.train
+    gid = data.df[group].to_numpy().astype(np.int64)
+    users, items = data.users, data.items
+    seen = (train.item_counts() > 0)[items]
+    order = np.lexsort((np.arange(len(gid)), gid))
+    order = order[seen[order]]
+    _, first = np.unique(gid[order], return_index=True)  # one held-out item per group
+    rows = order[first]
+    if len(rows) == 0:
+        raise DataError(f"No {part} item of any {group} occurs in training.")
+    gid, users, items = gid[rows], users[rows], items[rows]
+    known = train.to_csr()
+    for other in (split.valid, split.test):
+        if other is not None:
+            known = known + other.to_csr()
+    negs = NegativeSampler(known, seed=seed).sample(users, n_negatives, distinct=True)
+    width = int(np.bincount(train.df[group].to_numpy().astype(np.int64)).max())
+    members = group_members(train, group, gid, max(width, 1))
+    targets = sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (np.arange(len(rows)), items)), shape=(len(rows), data.n_items + 1)
+    )
+    meta = {
+        "kind": "sampled",
+        "part": part,
+        "n_negatives": n_negatives,
+        "seed": seed,
+        "split": split.name,
+        "split_params": split.params,
+        "context": group,
+        "dropped_unseen_targets": int(len(np.unique(data.df[group].to_numpy())) - len(rows)),
+    }
+    return EvalSet(
+        users.astype(np.int64),
+        targets,
+        np.concatenate([items[:, None], negs], axis=1),
+        np.ones(len(rows), dtype=np.int64),
+        None,
+        Context(group=torch.as_tensor(members)),
+        meta,
+    )
+
+
 def full_evalset(split: Split, part: str = "test", *, require_history: bool = True) -> EvalSet:
     """Each user's positives in ``part`` ranked against every item not in their train (or dev) set."""
     data = getattr(split, part)
@@ -265,6 +337,43 @@ def evaluate(
     return out
 
 
+@torch.no_grad()
+def tie_diagnostic(model: Recommender, evalset: EvalSet, *, k: int = 10, batch_size: int = 1024) -> dict[str, float]:
+    """What pessimistic tie-breaking costs ``model`` on a sampled set with one positive per case.
+
+    Returns the share of cases whose positive ties with at least one negative, the mean number
+    of tied negatives, and HR@k / NDCG@k had every tie been broken in the positive's favour
+    (optimistic ranks; :func:`evaluate` always uses pessimistic ones).
+    """
+    if evalset.candidates is None or evalset.n_pos is None or int(evalset.n_pos.max()) != 1:
+        raise DataError("tie_diagnostic needs a sampled evaluation set with one positive per case.")
+    was_training = model.training
+    model.eval()
+    tied, n_tied, hr, ndcg = [], [], [], []
+    try:
+        for start in range(0, len(evalset), batch_size):
+            sl = slice(start, start + batch_size)
+            cand = torch.as_tensor(evalset.candidates[sl], device=model.device)
+            ctx = None if evalset.context is None else evalset.context.index(sl).to(model.device)
+            scores = model.score(torch.as_tensor(evalset.users[sl], device=model.device), cand, ctx).float().cpu()
+            valid = (cand != 0).cpu()
+            pos, neg = scores[:, :1], scores[:, 1:]
+            ties = ((neg == pos) & valid[:, 1:]).sum(1)
+            rank = 1 + ((neg > pos) & valid[:, 1:]).sum(1)
+            tied.append(ties > 0)
+            n_tied.append(ties.double())
+            hr.append((rank <= k).double())
+            ndcg.append(torch.where(rank <= k, 1 / torch.log2(rank.double() + 1), 0.0))
+    finally:
+        model.train(was_training)
+    return {
+        "tied_share": float(torch.cat(tied).double().mean()),
+        "mean_tied_negatives": float(torch.cat(n_tied).mean()),
+        f"HR@{k}_optimistic": float(torch.cat(hr).mean()),
+        f"NDCG@{k}_optimistic": float(torch.cat(ndcg).mean()),
+    }
+
+
 # -- named protocols ------------------------------------------------------------------------
 @dataclass
 class Protocol:
@@ -279,12 +388,22 @@ class Protocol:
     metrics: tuple[str, ...] = ("HR", "NDCG")
     recall_denominator: str = "n_pos"
     description: str = ""
+    context: str = "history"  # "basket" etc.: group cases whose context is the rest of the group
+    dedup_on: tuple[str, ...] = ("user", "item")
 
     def split(self, data: Interactions) -> Split:
         return self.split_fn(data)
 
     def evalsets(self, split: Split) -> tuple[EvalSet | None, EvalSet]:
-        if self.kind == "sampled":
+        if self.context != "history":
+            n, g = self.n_negatives, self.context
+            valid = (
+                None
+                if split.valid is None
+                else group_evalset(split, "valid", group=g, n_negatives=n, seed=self.seed + 1)
+            )
+            test = group_evalset(split, "test", group=g, n_negatives=n, seed=self.seed)
+        elif self.kind == "sampled":
             valid = (
                 None
                 if split.valid is None
@@ -307,6 +426,7 @@ class Protocol:
             "seed": self.seed,
             "ks": list(self.ks),
             "metrics": list(self.metrics),
+            "context": self.context,
         }
 
 
@@ -365,7 +485,20 @@ def get_protocol(name: str, *, seed: int = 0, n_negatives: int | None = None, sh
             recall_denominator="min_k",
             description="random 70/10/20 rows, full ranking",
         )
+    if name == "basket-holdout":
+        return Protocol(
+            name,
+            lambda d: group_holdout(
+                filter_groups(d, "basket", 5, 20), group="basket", n_test=1, n_dev=1, min_train=3, seed=seed
+            ),
+            "sampled",
+            n_negatives or 100,
+            seed,
+            description="baskets of 5..20 items, 1 test + 1 dev item per basket, rest of basket = context",
+            context="basket",
+            dedup_on=("basket", "item"),
+        )
     raise ConfigError(f"Unknown protocol {name!r}; known protocols: {', '.join(PROTOCOLS)}.")
 
 
-PROTOCOLS = ("loo-sampled", "loo-full", "temporal-sampled", "temporal-full", "random-full")
+PROTOCOLS = ("loo-sampled", "loo-full", "temporal-sampled", "temporal-full", "random-full", "basket-holdout")

@@ -420,14 +420,14 @@ class SDMR(Recommender):
         return torch.relu(o) if self.config.activation == "relu" else o
 
     @torch.no_grad()
-    def init_bias(self, train: Interactions, n: int = 4096, seed: int = 0) -> None:
+    def init_bias(self, train: Interactions, n: int = 4096, seed: int = 0, context: str = "history") -> None:
         """[AMBIG] (b_u's init is not stated) Set ``b_u`` so the pre-activation is > 0 on sampled training pairs.
 
         With ``b_u = 0`` and a He-normal ``w_u`` a large share of (user, item) pairs can start
         with a negative pre-activation, where the ReLU passes no gradient (the spec's A.4
         warning) and every such candidate ties at distance 0.
         """
-        from segue.data.sequences import history_windows
+        from segue.data.sequences import row_contexts
 
         gen = torch.Generator().manual_seed(seed)
         rows = torch.randint(len(train), (min(n, len(train)),), generator=gen)
@@ -435,7 +435,7 @@ class SDMR(Recommender):
         pos = torch.tensor(train.items)[rows]
         neg = torch.randint(1, self.n_items + 1, (len(rows), 4), generator=gen)
         items = torch.cat([pos[:, None], neg], dim=1).to(self.device)
-        hist = torch.as_tensor(history_windows(train, self.config.s))[rows].to(self.device)
+        hist = torch.as_tensor(row_contexts(train, self.config.s, context))[rows].to(self.device)
         was = self.training
         self.eval()
         pre = self.pre_activation(users, items, Context(history=hist))
@@ -469,5 +469,5 @@ class SDMR(Recommender):
         self.sdp.requires_grad_(not frozen)
         self.sdm.requires_grad_(not frozen)
         if self.config.bias_init == "active" and self.config.activation == "relu":
-            self.init_bias(train, seed=cfg.seed)
+            self.init_bias(train, seed=cfg.seed, context=cfg.context)
         return Trainer(cfg, **kwargs).fit(self, train, valid)

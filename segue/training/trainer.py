@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from segue.data.sampling import NegativeSampler
-from segue.data.sequences import history_windows
+from segue.data.sequences import CONTEXTS, row_contexts
 from segue.errors import ConfigError, DataError
 from segue.models.base import Context
 from segue.training.losses import get_loss
@@ -59,6 +59,7 @@ class TrainConfig:
     threads: int | None = None
     progress: bool = True
     max_seconds: float | None = None
+    context: str = "history"  # a sequential model's row context: previous items, or the rest of the basket/...
 
     def __post_init__(self) -> None:
         checks = [
@@ -71,6 +72,7 @@ class TrainConfig:
             (self.eval_every >= 1, "eval_every must be >= 1"),
             (self.optimizer in ("adam", "adagrad", "sgd"), "optimizer must be adam, adagrad or sgd"),
             (self.negative_sampling in ("uniform", "popularity"), "negative_sampling must be uniform or popularity"),
+            (self.context in CONTEXTS, f"context must be one of {', '.join(CONTEXTS)}"),
             (
                 self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                 "device must be auto, cpu or cuda",
@@ -179,7 +181,7 @@ class Trainer:
             alpha=cfg.popularity_alpha,
         )
         s = model.history_length() if "history" in model.needs else 0
-        windows = torch.as_tensor(history_windows(train, s)) if s else None
+        windows = torch.as_tensor(row_contexts(train, s, cfg.context)) if s else None
         users_t = torch.as_tensor(users)
         items_t = torch.as_tensor(items)
         n = len(users)
