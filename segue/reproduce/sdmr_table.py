@@ -43,14 +43,28 @@ import torch
 from segue.data.datasets import load_dataset, resolve_data_dir
 from segue.data.interactions import Interactions
 from segue.errors import ConfigError
-from segue.evaluation.protocols import EvalSet, evaluate, get_protocol
+from segue.evaluation.protocols import EvalSet, evaluate, get_protocol, tie_diagnostic
 from segue.models.base import get_model_class
 from segue.models.sdmr import SDM, SDMR, SDP
 from segue.pipeline import prepare, run
 from segue.training.trainer import TrainConfig, seed_everything
 
 TABLE = "sdmr-table-5.3"
-MODELS = ("pop", "itemknn", "mf-bpr", "cml", "neumf", "prme", "prme-s", "transrec", "caser", "sdp", "sdm", "sdmr")
+MODELS = (
+    "pop",
+    "itemknn",
+    "mf-bpr",
+    "cml",
+    "neumf",
+    "cmn",
+    "prme",
+    "prme-s",
+    "transrec",
+    "caser",
+    "sdp",
+    "sdm",
+    "sdmr",
+)
 DATASETS = ("ml-100k", "ml-1m")
 LABELS = {
     "pop": "Pop",
@@ -101,7 +115,7 @@ PAPER: dict[str, dict[str, tuple[float, float]]] = {
         "sdmr": (0.810, 0.662),
     },
 }
-NOT_RUN = {"slim": "optional, not implemented", "cmn": "CMN++ is not part of issue #4"}
+NOT_RUN = {"slim": "optional, not implemented"}
 #: Loss per model (its own paper's): NCF and Caser use the pointwise log loss, the rest BPR.
 LOSS = {"neumf": "bce", "caser": "bce"}
 #: Dev grid on ml-100k (the first entry is the only one run with --quick).
@@ -111,6 +125,7 @@ GRID: dict[str, list[dict[str, Any]]] = {
     "mf-bpr": [{"dim": 64}],
     "cml": [{"dim": 64}],
     "neumf": [{"factors": 16, "layers": 3}],
+    "cmn": [{"dim": 64, "hops": 2}],
     "prme": [{"dim": 64}],
     "prme-s": [{"dim": 64, "s": 5}],
     "transrec": [{"dim": 64}],
@@ -186,6 +201,8 @@ class Cache:
 
     @staticmethod
     def key(dataset: str, model: str, options: dict[str, Any], train: dict[str, Any]) -> str:
+        # TrainConfig options added later are left out at their defaults, so older caches still match
+        train = {k: v for k, v in train.items() if not (k == "context" and v == "history")}
         return json.dumps([dataset, model, options, train], sort_keys=True)
 
     def get(self, key: str) -> dict[str, Any] | None:
@@ -243,6 +260,7 @@ def _run_sdmr(
         "metrics": _keys(evaluate(model, test_h, ks=(10,))),
         "valid": None if valid_h is None else _keys(evaluate(model, valid_h, ks=(10,))),
         "seconds": seconds,
+        "ties": {k: round(v, 4) for k, v in tie_diagnostic(model, test_h).items()},
         **_summary(history),
     }
     return out
@@ -399,6 +417,8 @@ def _add_row(result: dict[str, Any], dataset: str, model: str, row: dict[str, An
         "best_epoch": row.get("best_epoch"),
         "train": {k: row["train"][k] for k in ("loss", "epochs", "max_seconds", "patience", "batch_size", "lr")},
     }
+    if row.get("ties"):
+        entry["ties"] = row["ties"]
     result["rows"] = [r for r in result["rows"] if not (r["model"] == model and r["dataset"] == dataset)] + [entry]
 
 
@@ -425,7 +445,7 @@ def _notes(args: argparse.Namespace, result: dict[str, Any]) -> str:
         "ml-1m is the CFM all-pairs copy (same 1,000,209 interactions as the paper's, but its latest-item-out "
         "test item comes from CFM's own split and the row order is the time order): same_data_as_paper=false. "
         + order
-        + "SLIM and CMN++ were not run. "
+        + "SLIM was not run. "
         + _missing(result)
     )
 
@@ -512,7 +532,7 @@ def markdown(result: dict[str, Any]) -> str:
         head += f" {d} HR@10 | {d} NDCG@10 |"
         sep += "---|---|"
     lines += [head, sep]
-    for model in ("pop", "itemknn", "slim", "mf-bpr", "cml", "neumf", "cmn", *MODELS[5:]):
+    for model in ("pop", "itemknn", "slim", "mf-bpr", "cml", "neumf", "cmn", *MODELS[6:]):
         if model in ("pop",) and not any((d, model) in by for d in datasets):
             continue
         cells = []
@@ -540,10 +560,25 @@ def markdown(result: dict[str, Any]) -> str:
         tried = "; ".join(f"`{json.dumps(x['options'])}` -> {_fmt((x['dev'] or {}).get('HR@10'))}" for x in sel["dev"])
         lines.append(f"- {model}: {tried}")
     lines += ["", "## Checks", "", "```json", json.dumps(result["checks"], indent=2), "```", ""]
-    lines += ["## Notes", "", result["notes"], "", "## Investigation", "", FINDINGS]
+    lines += ["## Notes", "", result["notes"], "", "## Investigation", "", FINDINGS, *_tie_lines(result)]
     if "total_seconds" in result:
         lines += [f"Total wall time of the command: {result['total_seconds']} s.", ""]
     return "\n".join(lines)
+
+
+def _tie_lines(result: dict[str, Any]) -> list[str]:
+    """The measured tie diagnostic of each SDMR row (see segue.evaluation.protocols.tie_diagnostic)."""
+    out = []
+    for r in result["rows"]:
+        t = r.get("ties")
+        if t:
+            out.append(
+                f"* Ties, SDMR on {r['dataset']} (measured): the positive ties with at least one negative in "
+                f"{100 * t['tied_share']:.1f}% of the test cases (mean {t['mean_tied_negatives']:.2f} tied negatives); "
+                f"broken in the positive's favour, HR@10 would be {t['HR@10_optimistic']:.3f} and NDCG@10 "
+                f"{t['NDCG@10_optimistic']:.3f} instead of {r['metrics']['HR@10']:.3f} / {r['metrics']['NDCG@10']:.3f}."
+            )
+    return [*out, ""] if out else []
 
 
 def _version() -> str:
