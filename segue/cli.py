@@ -372,6 +372,21 @@ def quickstart(
     out.print(f"Recommend: segue recommend {out_dir / 'mf-bpr'} --user 196 -k 10")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def reproduce(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Table to reproduce (see --list).")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the reproductions and exit.")] = False,
+) -> None:
+    """Reproduce a paper's table into docs/results/ (extra arguments go to the script; try NAME --help)."""
+    from segue.reproduce import REPRODUCTIONS, run_reproduction
+
+    if list_ or name is None:
+        out.print(_table("reproductions", ["name", "what"], [[k, v[1]] for k, v in REPRODUCTIONS.items()]))
+        return
+    run_reproduction(name, list(ctx.args))
+
+
 # serving: the options live in segue.serving.commands, which imports only typer until a command runs
 from segue.serving.commands import export_cmd, serve_cmd  # noqa: E402
 

@@ -47,8 +47,25 @@ def test_models_and_datasets_json(data_dir: Path) -> None:
 
 def test_train_evaluate_recommend_round_trip(tmp_path: Path, data_dir: Path) -> None:
     run_dir = tmp_path / "run"
-    r = runner.invoke(app, ["train", "mf-bpr", "ml-100k", "--data-dir", str(data_dir), "--out", str(run_dir),
-                            "--epochs", "2", "--set", "dim=8", "--negatives", "10", "--json"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "mf-bpr",
+            "ml-100k",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(run_dir),
+            "--epochs",
+            "2",
+            "--set",
+            "dim=8",
+            "--negatives",
+            "10",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     trained = json.loads(r.stdout)
     assert set(trained["test"]) == {"HR@10", "NDCG@10"} and trained["run_dir"] == str(run_dir)
@@ -75,8 +92,23 @@ def test_train_evaluate_recommend_round_trip(tmp_path: Path, data_dir: Path) -> 
 def test_toml_config_is_used(tmp_path: Path, data_dir: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[model]\ndim = 4\n[train]\nepochs = 1\nprogress = false\n")
-    r = runner.invoke(app, ["train", "mf-bpr", "ml-100k", "--data-dir", str(data_dir), "--out", str(tmp_path / "r"),
-                            "--config", str(cfg), "--negatives", "10", "--json"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "mf-bpr",
+            "ml-100k",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "r"),
+            "--config",
+            str(cfg),
+            "--negatives",
+            "10",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["model_options"]["dim"] == 4 and saved["train"]["epochs"] == 1
@@ -93,6 +125,7 @@ def test_toml_config_is_used(tmp_path: Path, data_dir: Path) -> None:
         (["train", "pop", "ml-100k", "--protocol", "everything"], "Unknown protocol 'everything'"),
         (["train", "pop", "ml-100k"], "leaving fewer than 100 to sample as negatives"),
         (["evaluate", "/nonexistent/run"], "does not exist"),
+        (["reproduce", "table-99"], "Unknown reproduction 'table-99'"),
     ],
 )
 def test_errors_are_one_line_with_status_2(args: list[str], message: str, data_dir: Path) -> None:
@@ -105,7 +138,10 @@ def test_errors_are_one_line_with_status_2(args: list[str], message: str, data_d
 
 def test_recommend_unknown_user_and_bad_k(tmp_path: Path, data_dir: Path) -> None:
     run_dir = tmp_path / "run"
-    r = runner.invoke(app, ["train", "pop", "ml-100k", "--data-dir", str(data_dir), "--out", str(run_dir), "--negatives", "10", "--json"])
+    r = runner.invoke(
+        app,
+        ["train", "pop", "ml-100k", "--data-dir", str(data_dir), "--out", str(run_dir), "--negatives", "10", "--json"],
+    )
     assert r.exit_code == 0, r.output
     p = _segue("recommend", str(run_dir), "--user", "999999")
     assert p.returncode == 2 and "Unknown user id '999999'" in p.stderr
@@ -117,7 +153,10 @@ def test_recommend_unknown_user_and_bad_k(tmp_path: Path, data_dir: Path) -> Non
 
 def test_corrupt_run_directory(tmp_path: Path, data_dir: Path) -> None:
     run_dir = tmp_path / "run"
-    runner.invoke(app, ["train", "pop", "ml-100k", "--data-dir", str(data_dir), "--out", str(run_dir), "--negatives", "10", "--json"])
+    runner.invoke(
+        app,
+        ["train", "pop", "ml-100k", "--data-dir", str(data_dir), "--out", str(run_dir), "--negatives", "10", "--json"],
+    )
     (run_dir / "id_maps.parquet").write_bytes(b"not parquet")
     p = _segue("recommend", str(run_dir), "--user", "1")
     assert p.returncode == 2 and "id_maps.parquet is unreadable" in p.stderr
@@ -129,3 +168,15 @@ def test_malformed_data_file(tmp_path: Path) -> None:
     (d / "u.data").write_text("1\t2\t5\t881250949\nnot-a-row\n")
     p = _segue("train", "pop", "ml-100k", "--data-dir", str(tmp_path / "data"))
     assert p.returncode == 2 and "Traceback" not in p.stderr and "u.data" in p.stderr
+
+
+def test_reproduce_lists_every_table_and_forwards_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    import segue.reproduce.sdmr_basket as basket
+
+    r = runner.invoke(app, ["reproduce", "--list"])
+    assert r.exit_code == 0 and "sdmr-table-5.4" in r.stdout and "masr-table-4.4" in r.stdout
+    seen: list[list[str]] = []
+    monkeypatch.setattr(basket, "main", lambda argv: seen.append(argv))
+    r = runner.invoke(app, ["reproduce", "sdmr-table-5.4", "--max-epochs", "1", "--models", "pop"])
+    assert r.exit_code == 0, r.output
+    assert seen == [["--max-epochs", "1", "--models", "pop"]]
