@@ -191,15 +191,20 @@ def sampled_evalset(
     pos = np.zeros((len(users), width), dtype=np.int64)
     col = np.arange(targets.nnz) - np.repeat(targets.indptr[:-1], n_pos)
     pos[np.repeat(np.arange(len(users)), n_pos), col] = targets.indices
-    meta = {
+    meta = _sampled_meta(split, part, n_negatives, seed)
+    return EvalSet(users, targets, np.concatenate([pos, negs], axis=1), n_pos, None, None, meta)
+
+
+def _sampled_meta(split: Split, part: str, n_negatives: int, seed: int, **extra: Any) -> dict[str, Any]:
+    return {
         "kind": "sampled",
         "part": part,
         "n_negatives": n_negatives,
         "seed": seed,
         "split": split.name,
         "split_params": split.params,
+        **extra,
     }
-    return EvalSet(users, targets, np.concatenate([pos, negs], axis=1), n_pos, None, None, meta)
 
 
 def group_evalset(
@@ -239,16 +244,8 @@ def group_evalset(
     targets = sp.csr_matrix(
         (np.ones(len(rows), np.float32), (np.arange(len(rows)), items)), shape=(len(rows), data.n_items + 1)
     )
-    meta = {
-        "kind": "sampled",
-        "part": part,
-        "n_negatives": n_negatives,
-        "seed": seed,
-        "split": split.name,
-        "split_params": split.params,
-        "context": group,
-        "dropped_unseen_targets": int(len(np.unique(data.df[group].to_numpy())) - len(rows)),
-    }
+    dropped = int(len(np.unique(data.df[group].to_numpy())) - len(rows))
+    meta = _sampled_meta(split, part, n_negatives, seed, context=group, dropped_unseen_targets=dropped)
     return EvalSet(
         users.astype(np.int64),
         targets,
