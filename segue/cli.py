@@ -393,6 +393,11 @@ from segue.serving.commands import export_cmd, serve_cmd  # noqa: E402
 app.command("export")(export_cmd)
 app.command("serve")(serve_cmd)
 
+# audio: segue audio index FOLDER / fetch / cache (segue.audio.cli imports only typer at load time)
+from segue.audio.cli import audio_app  # noqa: E402
+
+app.add_typer(audio_app, name="audio")
+
 
 def main() -> None:
     """Entry point: run the app, turning user errors into one-line messages (exit status 2)."""

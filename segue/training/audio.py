@@ -1,0 +1,480 @@
+"""Training loops of the audio content models (DCUE, WMF + regression, the tagging MLP, TripletRec).
+
+The generic trainer samples item ids; these models need random 3-s crops of each clip's
+log-mel (DCUE, content spec A.4) or item feature rows (TripletRec, B.5), so they get their own
+loops here. Every loop is capped by ``steps`` / ``epochs`` and ``max_seconds`` and keeps the
+state with the best validation score when a ``valid_fn`` is given (A.4 [AMBIG] choice:
+validation cold-start AUC every ``eval_every`` steps, patience ``patience`` evaluations).
+
+Also here: the A.6 evaluation helpers :func:`per_user_auc` (ROC-AUC per user column, ties
+counted one half as ``sklearn.metrics.roc_auc_score``, single-class users skipped and counted)
+and :func:`mean_tag_auc` (mean per-tag ROC-AUC over tags with a positive and a negative).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import rankdata
+from torch import Tensor
+
+from segue.errors import ConfigError, DataError
+from segue.training.trainer import History, seed_everything
+
+if TYPE_CHECKING:
+    from segue.data.interactions import Interactions
+    from segue.models.dcue import DCUE, WMFRegression
+    from segue.models.tripletrec import TripletRec
+
+SEGMENT = 130
+
+
+@dataclass
+class AudioTrainConfig:
+    """Options of the audio loops; defaults are DCUE's (A.4: SGD, Nesterov 0.9, lr 0.2, decay 1e-6, batch 10)."""
+
+    steps: int = 2000
+    batch_size: int = 10
+    optimizer: str = "sgd"  # the paper's; "adam" is a documented deviation for short runs
+    lr: float = 0.2
+    momentum: float = 0.9
+    nesterov: bool = True
+    decay: float = 1e-6
+    seed: int = 0
+    eval_every: int = 200
+    patience: int = 10
+    max_seconds: float | None = None
+    norm_clips: int = 200  # training clips used for the global mean / std of the input
+    log_every: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"optimizer must be sgd or adam, got {self.optimizer!r}.")
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.eval_every < 1 or self.patience < 1:
+            raise ConfigError(f"Invalid audio training options: {self}.")
+
+
+# -- evaluation helpers ------------------------------------------------------------------------
+def per_user_auc(scores: np.ndarray, truth: np.ndarray) -> tuple[float, int, np.ndarray]:
+    """Mean over users of the ROC-AUC of ``scores[:, u]`` against ``truth[:, u]`` (rows = songs).
+
+    Returns (mean AUC, number of users skipped because their column has one class, per-user AUCs
+    with NaN for skipped users). Ties count one half (``sklearn.metrics.roc_auc_score``).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(truth) > 0
+    if s.shape != y.shape or s.ndim != 2:
+        raise DataError(f"scores and truth must be (songs, users) of the same shape, got {s.shape} and {y.shape}.")
+    if np.isnan(s).any():
+        raise DataError("The score matrix contains NaN.")
+    ranks = rankdata(s, axis=0)  # average ranks for ties
+    npos = y.sum(0)
+    nneg = y.shape[0] - npos
+    ok = (npos > 0) & (nneg > 0)
+    auc = np.full(y.shape[1], np.nan)
+    auc[ok] = ((ranks * y).sum(0)[ok] - npos[ok] * (npos[ok] + 1) / 2) / (npos[ok] * nneg[ok])
+    n_skipped = int((~ok).sum())
+    mean = float(np.nanmean(auc)) if ok.any() else float("nan")
+    return mean, n_skipped, auc
+
+
+def mean_tag_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean over tags of the per-tag ROC-AUC on (songs, tags), ignoring tags with a single class in ``y``."""
+    mean, _, _ = per_user_auc(np.asarray(p), np.asarray(y))
+    return mean
+
+
+# -- sampling ----------------------------------------------------------------------------------
+def _binary_pairs(train: Interactions) -> tuple[np.ndarray, np.ndarray]:
+    x = train.to_csr().tocoo()
+    keep = x.data > 0
+    return x.row[keep].astype(np.int64), x.col[keep].astype(np.int64)
+
+
+class _NegativeDrawer:
+    """Uniform draws with replacement from the training songs minus the user's training songs (A.4)."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, rng: np.random.Generator) -> None:
+        self.songs = np.unique(items)
+        self.rng = rng
+        self.seen: dict[int, set[int]] = {}
+        for u, i in zip(users.tolist(), items.tolist(), strict=True):
+            self.seen.setdefault(u, set()).add(i)
+
+    def draw(self, user: int, n: int) -> np.ndarray:
+        seen = self.seen.get(user, set())
+        if len(seen) >= len(self.songs):
+            raise DataError(f"User {user} played every training song, so no negative can be drawn.")
+        out = self.songs[self.rng.integers(0, len(self.songs), n)]
+        bad = np.array([i in seen for i in out.tolist()])
+        while bad.any():
+            out[bad] = self.songs[self.rng.integers(0, len(self.songs), int(bad.sum()))]
+            bad = np.array([i in seen for i in out.tolist()])
+        return out
+
+
+def crops(mels: Any, items: np.ndarray, rng: np.random.Generator, frames: int = SEGMENT) -> Tensor:
+    """Random ``frames``-long windows (float32) of the clips of ``items`` (1-based ids; row = id - 1)."""
+    items = np.asarray(items).reshape(-1)
+    t = mels.shape[-1]
+    out = np.empty((len(items), mels.shape[1], frames), dtype=np.float32)
+    for k, i in enumerate(items.tolist()):
+        if t >= frames:
+            s = int(rng.integers(0, t - frames + 1))
+            out[k] = mels[i - 1, :, s : s + frames]
+        else:
+            row = np.asarray(mels[i - 1], dtype=np.float32)
+            out[k] = np.tile(row, (1, -(-frames // t)))[:, :frames]
+    return torch.from_numpy(out)
+
+
+def _set_norm(tower: torch.nn.Module, mels: Any, items: np.ndarray, n: int, rng: np.random.Generator) -> None:
+    rows = np.sort(rng.choice(np.unique(items), size=min(n, len(np.unique(items))), replace=False)) - 1
+    x = np.asarray(mels[rows], dtype=np.float32)
+    with torch.no_grad():
+        tower.norm.copy_(torch.tensor([float(x.mean()), float(x.std()) or 1.0]))
+
+
+def _sgd(params: Any, cfg: AudioTrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    if cfg.optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    else:
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1.0 + cfg.decay * t))
+    return opt, sched
+
+
+class _Selector:
+    """Keeps the best state by a validation score; stops after ``patience`` evaluations without gain."""
+
+    def __init__(self, model: torch.nn.Module, valid_fn: Callable[[Any], float] | None, patience: int) -> None:
+        self.model, self.valid_fn, self.patience = model, valid_fn, patience
+        self.best = -np.inf
+        self.best_step = 0
+        self.state: dict[str, Any] | None = None
+        self.bad = 0
+
+    def check(self, step: int) -> tuple[float | None, bool]:
+        if self.valid_fn is None:
+            return None, False
+        self.model.eval()
+        score = float(self.valid_fn(self.model))
+        self.model.train()
+        if score > self.best:
+            self.best, self.best_step, self.bad = score, step, 0
+            self.state = copy.deepcopy(self.model.state_dict())
+        else:
+            self.bad += 1
+        return score, self.bad >= self.patience
+
+    def restore(self) -> None:
+        if self.state is not None:
+            self.model.load_state_dict(self.state)
+
+
+def _loop(
+    model: torch.nn.Module,
+    cfg: AudioTrainConfig,
+    step_loss: Callable[[int], Tensor],
+    valid_fn: Callable[[Any], float] | None,
+    log: Callable[[str], None] | None,
+) -> History:
+    opt, sched = _sgd([p for p in model.parameters() if p.requires_grad], cfg)
+    sel = _Selector(model, valid_fn, cfg.patience)
+    records: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    model.train()
+    running, n_run = 0.0, 0
+    step = 0
+    for step in range(1, cfg.steps + 1):
+        loss = step_loss(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if not torch.isfinite(loss.detach()):
+            raise DataError(
+                f"{type(model).__name__} diverged (loss {float(loss.detach())}) at step {step}; lower the learning rate."
+            )
+        running += float(loss.detach())
+        n_run += 1
+        timeout = cfg.max_seconds is not None and time.perf_counter() - t0 > cfg.max_seconds
+        if step % cfg.eval_every == 0 or step == cfg.steps or timeout:
+            score, stop = sel.check(step)
+            rec = {"epoch": step, "loss": running / max(n_run, 1), "valid": score, "seconds": time.perf_counter() - t0}
+            records.append(rec)
+            if log:
+                log(f"step {step}: loss {rec['loss']:.4f} valid {score} ({rec['seconds']:.0f} s)")
+            running, n_run = 0.0, 0
+            if stop or timeout:
+                break
+    sel.restore()
+    model.eval()
+    best = sel.best_step if sel.state is not None else step
+    return History(epochs=records, best_epoch=best)
+
+
+# -- DCUE --------------------------------------------------------------------------------------
+def fit_dcue(
+    model: DCUE,
+    train: Interactions,
+    mels: Any,
+    config: AudioTrainConfig | None = None,
+    valid_fn: Callable[[Any], float] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> History:
+    """Hinge-loss training of DCUE (A.4): batches of (user, positive) pairs, N fresh negatives each.
+
+    ``mels`` (n_items, F, T) for the audio model, ``None`` for the id ablation. With the model's
+    ``shared_negatives`` option, one set of N negatives (drawn from the training songs) serves
+    the whole batch and pairs where it is the user's own training song are masked out.
+    """
+    cfg = config or AudioTrainConfig()
+    if not isinstance(cfg, AudioTrainConfig):
+        raise ConfigError(f"fit_dcue expects an AudioTrainConfig, got {type(cfg).__name__}.")
+    seed_everything(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    users, items = _binary_pairs(train)
+    if len(users) == 0:
+        raise DataError("Cannot fit DCUE on an empty training set.")
+    drawer = _NegativeDrawer(users, items, rng)
+    full = {u for u, seen in drawer.seen.items() if len(seen) >= len(drawer.songs)}
+    if full:  # a user who played every training song has no negative: their pairs cannot train
+        keep = ~np.isin(users, list(full))
+        users, items = users[keep], items[keep]
+        if len(users) == 0:
+            raise DataError("Every user played every training song, so no negative can be drawn.")
+    order = rng.permutation(len(users))
+    n_neg = model.config.n_negatives
+    audio = mels is not None
+    if audio:
+        _set_norm(model.audio_tower, mels, items, cfg.norm_clips, rng)
+
+    def step_loss(step: int) -> Tensor:
+        start = ((step - 1) * cfg.batch_size) % len(order)
+        idx = order[np.arange(start, start + cfg.batch_size) % len(order)]
+        u, pos = users[idx], items[idx]
+        if model.config.shared_negatives:
+            neg = drawer.songs[rng.integers(0, len(drawer.songs), n_neg)]
+            mask = torch.tensor(
+                [[i not in drawer.seen.get(uu, ()) for i in neg.tolist()] for uu in u.tolist()], dtype=torch.float32
+            )
+        else:
+            neg = np.stack([drawer.draw(uu, n_neg) for uu in u.tolist()])
+            mask = None
+        if audio:
+            p, n = crops(mels, pos, rng), crops(mels, neg, rng)
+            if not model.config.shared_negatives:
+                n = n.view(len(u), n_neg, *n.shape[1:])
+        else:
+            p, n = torch.as_tensor(pos), torch.as_tensor(neg)
+        return model.batch_loss(torch.as_tensor(u), p, n, mask)
+
+    hist = _loop(model, cfg, step_loss, valid_fn, log)
+    model.set_item_audio(mels)
+    model.fitted = True
+    return hist
+
+
+def fit_regression(
+    model: WMFRegression,
+    seen_items: np.ndarray,
+    mels: Any,
+    config: AudioTrainConfig | None = None,
+    valid_fn: Callable[[Any], float] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> History:
+    """MSE regression of the audio tower onto the WMF factors of ``seen_items`` (random 3-s crops)."""
+    cfg = config or AudioTrainConfig()
+    seed_everything(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    seen = np.asarray(seen_items, dtype=np.int64)
+    if len(seen) == 0:
+        raise DataError("wmf-regression has no training item to regress on.")
+    _set_norm(model.audio_tower, mels, seen, cfg.norm_clips, rng)
+    with torch.no_grad():
+        model.target_scale.fill_(float(model.target_factors[torch.as_tensor(seen)].std()) or 1.0)
+
+    def step_loss(step: int) -> Tensor:
+        batch = seen[rng.integers(0, len(seen), cfg.batch_size)]
+        pred = model.audio_tower(crops(mels, batch, rng))
+        return F.mse_loss(pred, model.target_factors[torch.as_tensor(batch)] / model.target_scale)
+
+    hist = _loop(model, cfg, step_loss, valid_fn, log)
+    model.set_item_audio(mels)
+    model.fitted = True
+    return hist
+
+
+# -- auto-tagging (A.6) ------------------------------------------------------------------------
+def fit_tagger(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_valid: np.ndarray,
+    y_valid: np.ndarray,
+    max_epochs: int = 100,
+    seed: int = 0,
+    lr: float = 0.1,
+    batch_size: int = 10,
+) -> torch.nn.Module:
+    """The A.6 tagging MLP on frozen features: BCE, SGD (lr 0.1, Nesterov 0.9), batch 10, early
+    stopping on the validation loss (patience 9), ReduceLROnPlateau (0.2, patience 4, min 1.6e-7).
+
+    The Keras decay 1e-6 of the code is left out: over the few thousand steps here it changes the
+    learning rate by less than 1%.
+    """
+    from segue.models.dcue import TagMLP
+
+    seed_everything(seed)
+    xt = torch.as_tensor(x_train, dtype=torch.float32)
+    yt = torch.as_tensor(y_train, dtype=torch.float32)
+    xv = torch.as_tensor(x_valid, dtype=torch.float32)
+    yv = torch.as_tensor(y_valid, dtype=torch.float32)
+    if len(xt) < 2 or xt.shape[0] != yt.shape[0]:
+        raise DataError("The tagger needs at least two training songs with one label row each.")
+    net = TagMLP(xt.shape[1], yt.shape[1])
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.2, patience=4, min_lr=1.6e-7)
+    g = torch.Generator().manual_seed(seed)
+    best, best_state, bad = np.inf, None, 0
+    for _ in range(max_epochs):
+        net.train()
+        perm = torch.randperm(len(xt), generator=g)
+        for s in range(0, len(perm), batch_size):
+            idx = perm[s : s + batch_size]
+            if len(idx) < 2:  # BatchNorm needs two rows
+                continue
+            loss = F.binary_cross_entropy_with_logits(net(xt[idx]), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            v = float(F.binary_cross_entropy_with_logits(net(xv), yv))
+        plateau.step(v)
+        if v < best - 1e-6:
+            best, best_state, bad = v, copy.deepcopy(net.state_dict()), 0
+        else:
+            bad += 1
+            if bad >= 9:
+                break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    return net
+
+
+# -- TripletRec and the two-branch baseline (B.4 / B.5 / B.8) ----------------------------------------
+def triplet_config(**overrides: Any) -> AudioTrainConfig:
+    """B.5 defaults: SGD lr 0.01, momentum 0.9 (no Nesterov, no decay), batch 256 triples."""
+    return AudioTrainConfig(
+        **{"lr": 0.01, "momentum": 0.9, "nesterov": False, "decay": 0.0, "batch_size": 256, **overrides}
+    )
+
+
+def fit_triplet(
+    model: TripletRec,
+    songs: np.ndarray,
+    features: Any = None,
+    topics: np.ndarray | None = None,
+    config: AudioTrainConfig | None = None,
+    variant: str = "unbalanced",
+    valid_fn: Callable[[Any], float] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> History:
+    """Train TripletRec (triplet BCE, each triple shown in a random order with the matching label)
+    or, for ``twonet``, the pointwise BCE of its (group, positive, 1) and (group, negative, 0) pairs.
+
+    ``songs``: training item ids; ``features`` (n_items, in_dim), row i - 1 = item i;
+    ``topics`` (n_items,) in 0..n_topics - 1. Triples are redrawn (:func:`make_triples`) at every pass.
+    """
+    from segue.models.tripletrec import TwoNet, make_triples
+
+    if features is None or topics is None:
+        raise DataError(f"{model.name} needs features= (n_items, in_dim) and topics= (n_items,) to fit.")
+    cfg = config or triplet_config()
+    seed_everything(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    songs = np.asarray(songs, dtype=np.int64)
+    model.set_normalisation(np.asarray(features[np.sort(songs) - 1], dtype=np.float32))
+    groups = model.groups[1:]
+    state = {"triples": np.zeros((0, 3), dtype=np.int64), "pos": 0}
+    two = isinstance(model, TwoNet)
+
+    def feats(ids: np.ndarray) -> Tensor:
+        order = np.argsort(ids)
+        x = np.asarray(features[ids[order] - 1], dtype=np.float32)
+        out = np.empty_like(x)
+        out[order] = x
+        return torch.from_numpy(out)
+
+    def step_loss(step: int) -> Tensor:
+        if state["pos"] + cfg.batch_size > len(state["triples"]):
+            t = make_triples(topics, songs, variant, model.config.n_topics, rng)
+            state["triples"], state["pos"] = t[rng.permutation(len(t))], 0
+        b = state["triples"][state["pos"] : state["pos"] + cfg.batch_size]
+        state["pos"] += cfg.batch_size
+        g = groups[torch.as_tensor(b[:, 0])]
+        if two:
+            x = feats(np.concatenate([b[:, 1], b[:, 2]]))
+            logits = model.pair_logits(torch.cat([g, g]), x)
+            labels = torch.cat([torch.ones(len(b)), torch.zeros(len(b))])
+            return F.binary_cross_entropy_with_logits(logits, labels)
+        swap = rng.random(len(b)) < 0.5
+        i = np.where(swap, b[:, 2], b[:, 1])
+        j = np.where(swap, b[:, 1], b[:, 2])
+        x = feats(np.concatenate([i, j]))
+        logits = model(g, x[: len(b)], x[len(b) :])
+        return model.triplet_loss(logits, torch.as_tensor(swap, dtype=torch.float32))
+
+    hist = _loop(model, cfg, step_loss, valid_fn, log)
+    model.set_item_features(features)
+    return hist
+
+
+def retrieval_accuracy(model: TripletRec, features: Any, topics: np.ndarray, songs: np.ndarray) -> dict[str, float]:
+    """Exp. 1 and Exp. 3 of B.7 on the (test) ``songs``, with their chance levels.
+
+    Exp. 1 (user -> song): each group g is a query weighted by its number of positive songs
+    among ``songs`` (one query per unbalanced test triple); hit iff the nearest song's topic is in g.
+    Exp. 3 (song -> song): for every song q the nearest other song by D(phi(q), phi(s)); hit iff
+    same topic. Chance = expected hit rate of a uniformly random candidate.
+    """
+    songs = np.asarray(songs, dtype=np.int64)
+    t = np.asarray(topics)[songs - 1]
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        e = model.item_embed(torch.from_numpy(np.asarray(features[np.sort(songs) - 1], dtype=np.float32)))
+        e = e[torch.as_tensor(np.argsort(np.argsort(songs)))]  # back to the order of songs
+        groups = model.groups[1:]
+        eu = model.user_embed(groups)
+        d_us = model.distance(eu[:, None, :], e[None, :, :])  # (G, S)
+        d_ss = model.distance(e[:, None, :], e[None, :, :])
+    model.train(was)
+    gm = groups.numpy().astype(bool)
+    member = gm[:, t]  # (G, S): song s positive for group g
+    weight = member.sum(1).astype(float)
+    weight[member.all(1)] = 0  # the all-topics group has no test triple
+    nearest = d_us.argmin(1).numpy()
+    hit_u = member[np.arange(len(gm)), nearest]
+    chance_u = member.mean(1)
+    d = d_ss.numpy().copy()
+    np.fill_diagonal(d, np.inf)
+    nn_ = d.argmin(1)
+    same = t[:, None] == t[None, :]
+    np.fill_diagonal(same, False)
+    return {
+        "user_song_accuracy": float((hit_u * weight).sum() / weight.sum()),
+        "user_song_chance": float((chance_u * weight).sum() / weight.sum()),
+        "user_song_group_mean": float(hit_u[weight > 0].mean()),
+        "song_song_accuracy": float((t[nn_] == t).mean()),
+        "song_song_chance": float((same.sum(1) / max(len(songs) - 1, 1)).mean()),
+    }

@@ -1,0 +1,211 @@
+"""DCUE, its id ablation, WMF + regression, the tagging head and the A.6 metrics (content spec A.9)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from segue.data import Interactions
+from segue.errors import ConfigError, DataError
+from segue.models.base import build_model
+from segue.models.dcue import AudioTower, UserTower, hinge_loss, segment_average
+from segue.training.audio import (
+    AudioTrainConfig,
+    _NegativeDrawer,
+    crops,
+    fit_tagger,
+    mean_tag_auc,
+    per_user_auc,
+)
+
+torch.set_num_threads(1)
+
+
+def _data(n_users: int = 6, n_items: int = 12, seed: int = 0) -> Interactions:
+    rng = np.random.default_rng(seed)
+    rows = [
+        (f"u{u}", f"i{i}", float(rng.integers(1, 5)))
+        for u in range(n_users)
+        for i in range(n_items)
+        if rng.random() < 0.4
+    ]
+    rows += [(f"u{u}", f"i{u}", 1.0) for u in range(n_users)]
+    rows += [(f"u{i % n_users}", f"i{i}", 1.0) for i in range(n_items)]  # every item is seen
+    df = pd.DataFrame(rows, columns=["user", "item", "plays"]).drop_duplicates(["user", "item"])
+    return Interactions.from_frame(df, weight="plays")
+
+
+def test_audio_tower_shapes_time_lengths_and_parameters() -> None:
+    tower = AudioTower()
+    lengths: list[int] = []
+    y = tower(torch.randn(3, 128, 130), lengths)
+    assert y.shape == (3, 256)
+    assert lengths == [32, 8, 2, 1, 1]
+    assert sum(p.numel() for p in tower.parameters()) == 722_304
+
+
+def test_user_tower_shape_and_parameters() -> None:
+    u = UserTower(50)
+    assert u(torch.tensor([0, 3, 49])).shape == (3, 256)
+    assert sum(p.numel() for p in u.parameters()) == 300 * 50 + 167_356
+
+
+def test_cosine_score_range_and_scale_invariance() -> None:
+    m = build_model("dcue", 4, 5, {"dim": 16})
+    with torch.no_grad():
+        m.item_vecs[1:] = torch.randn(5, 16)
+    s = m.score(torch.tensor([1, 2]), torch.tensor([[1, 2, 3], [3, 4, 5]]))
+    assert s.abs().max() <= 1 + 1e-6
+    with torch.no_grad():
+        m.item_vecs.mul_(7.5)
+    torch.testing.assert_close(m.score(torch.tensor([1, 2]), torch.tensor([[1, 2, 3], [3, 4, 5]])), s)
+    with torch.no_grad():
+        m.item_vecs[1] = m.user_vectors(torch.tensor([2]))[0] * 3
+    assert m.score(torch.tensor([2]), torch.tensor([[1]])).item() == pytest.approx(1.0, abs=1e-6)
+    full = m.score_all(torch.tensor([1, 2]))
+    torch.testing.assert_close(full[:, 1:4], m.score(torch.tensor([1, 2]), torch.tensor([[1, 2, 3], [1, 2, 3]])))
+
+
+def test_hinge_loss_on_hand_worked_cosines() -> None:
+    pos = torch.tensor([0.5, 0.9], requires_grad=True)
+    neg = torch.tensor([[0.4, 0.1, 0.6], [0.0, 0.1, 0.2]], requires_grad=True)
+    # row 0: max(0, .2 - .5 + .4) = .1, 0, .3 -> .4 ; row 1: all satisfied -> 0
+    loss = hinge_loss(pos, neg, 0.2, "sum")
+    assert loss.item() == pytest.approx(0.4, abs=1e-6)
+    assert hinge_loss(pos, neg, 0.2, "mean").item() == pytest.approx(0.2, abs=1e-6)
+    loss.backward()
+    assert neg.grad is not None and pos.grad is not None
+    assert neg.grad.tolist() == [[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]  # a satisfied negative gets no gradient
+    assert pos.grad.tolist() == [-2.0, 0.0]
+    assert hinge_loss(torch.tensor([1.0]), torch.tensor([[-1.0]] * 1), 0.2).item() == 0.0
+    with pytest.raises(ConfigError):
+        hinge_loss(pos, neg, 0.2, "max")
+
+
+def test_positive_and_negatives_share_the_audio_tower() -> None:
+    torch.manual_seed(0)
+    m = build_model("dcue", 3, 8, {"dim": 16, "n_negatives": 4})
+    calls: list[int] = []
+    m.audio_tower.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    users = torch.tensor([1, 2])
+    pos, neg = torch.rand(2, 128, 130), torch.rand(2, 4, 128, 130)
+    loss = m.batch_loss(users, pos, neg)
+    assert calls == [2 + 2 * 4]  # one batch through one module
+    perm = m.batch_loss(users, pos, neg[:, torch.tensor([3, 1, 0, 2])])
+    assert perm.item() == pytest.approx(loss.item(), rel=1e-5)
+    m.zero_grad()
+    m.batch_loss(users, pos, neg).backward()
+    assert m.audio_tower.convs[0].weight.grad is not None
+    shared = m.batch_loss(users, pos, torch.rand(4, 128, 130), torch.ones(2, 4))
+    assert shared.ndim == 0
+
+
+def test_negative_drawer_excludes_the_users_songs() -> None:
+    users = np.array([1, 1, 1, 2, 2])
+    items = np.array([1, 2, 3, 3, 4])
+    d = _NegativeDrawer(users, items, np.random.default_rng(0))
+    draws = d.draw(1, 500)
+    assert len(draws) == 500 and set(draws.tolist()) == {4}
+    draws = d.draw(2, 3000)
+    assert set(draws.tolist()) <= {1, 2}
+    counts = np.bincount(draws, minlength=3)[1:]
+    from scipy.stats import chisquare
+
+    assert chisquare(counts).pvalue > 0.001
+    with pytest.raises(DataError):
+        _NegativeDrawer(np.array([1, 1]), np.array([1, 2]), np.random.default_rng(0)).draw(1, 2)
+
+
+def test_inference_averages_segments_and_tiles_short_clips() -> None:
+    torch.manual_seed(0)
+    tower = AudioTower(dim=16).eval()
+    clip = torch.rand(1, 128, 300)  # 2 full segments
+    got = segment_average(tower, clip)
+    with torch.no_grad():
+        want = (tower(clip[:, :, :130]) + tower(clip[:, :, 130:260])) / 2
+    torch.testing.assert_close(got, want)
+    short = torch.rand(1, 128, 50)
+    with torch.no_grad():
+        want = tower(short.repeat(1, 1, 3)[:, :, :130])
+    torch.testing.assert_close(segment_average(tower, short), want)
+    c = crops(np.random.rand(3, 128, 50).astype(np.float16), np.array([1, 3]), np.random.default_rng(0))
+    assert c.shape == (2, 128, 130) and c.dtype == torch.float32
+
+
+def test_per_user_auc_matches_sklearn_and_skips_single_class_users() -> None:
+    rng = np.random.default_rng(0)
+    s = rng.random((30, 5)).round(1)  # ties included
+    y = rng.random((30, 5)) < 0.3
+    y[:, 4] = False  # single class
+    mean, skipped, per = per_user_auc(s, y)
+    want = [roc_auc_score(y[:, u], s[:, u]) for u in range(4)]
+    np.testing.assert_allclose(per[:4], want)
+    assert skipped == 1 and np.isnan(per[4]) and mean == pytest.approx(np.mean(want))
+    assert per_user_auc(y.astype(float), y)[0] == 1.0
+    assert per_user_auc(np.zeros_like(s), y)[0] == 0.5
+    with pytest.raises(DataError):
+        per_user_auc(s[:, :2], y)
+
+
+def test_mean_tag_auc_ignores_tags_without_positives_and_is_permutation_invariant() -> None:
+    rng = np.random.default_rng(1)
+    y = (rng.random((40, 6)) < 0.3).astype(float)
+    y[:, 2] = 0
+    p = rng.random((40, 6))
+    m = mean_tag_auc(y, p)
+    keep = [t for t in range(6) if t != 2]
+    assert m == pytest.approx(np.mean([roc_auc_score(y[:, t], p[:, t]) for t in keep]))
+    perm = rng.permutation(6)
+    assert mean_tag_auc(y[:, perm], p[:, perm]) == pytest.approx(m)
+
+
+def test_dcue_fits_on_tiny_data_and_scores_unseen_clips() -> None:
+    data = _data()
+    mels = np.random.default_rng(0).random((data.n_items, 128, 260)).astype(np.float16)
+    for shared in (False, True):
+        m = build_model("dcue", data.n_users, data.n_items, {"dim": 8, "n_negatives": 3, "shared_negatives": shared})
+        seen = []
+        hist = m.fit(
+            data,
+            mels=mels,
+            config=AudioTrainConfig(steps=4, batch_size=2, eval_every=2),
+            valid_fn=lambda mod, seen=seen: seen.append(1) or 0.5,
+        )
+        assert m.fitted and len(hist.epochs) == 2 and len(seen) == 2
+        assert float(m.audio_tower.norm[1]) > 0
+        ids, _ = m.recommend(np.array([1, 2]), 3)
+        assert ids.shape == (2, 3)
+        new = m.encode_items(np.random.rand(2, 128, 130).astype(np.float32))
+        assert new.shape == (2, 8)
+    with pytest.raises(DataError, match="mels must have shape"):
+        m.fit(data, mels=mels[:3])
+    with pytest.raises(DataError, match="needs the clips"):
+        m.fit(data)
+
+
+def test_item_id_ablation_and_wmf_regression_fit() -> None:
+    data = _data()
+    m = build_model("dcue-id", data.n_users, data.n_items, {"dim": 8, "n_negatives": 3})
+    m.fit(data, config=AudioTrainConfig(steps=3, batch_size=2))
+    assert m.item_forward(torch.tensor([1, 2])).shape == (2, 8)
+    assert torch.isfinite(m.score_all(torch.tensor([1]))[:, 1:]).all()
+    mels = np.random.default_rng(0).random((data.n_items, 128, 130)).astype(np.float16)
+    r = build_model("wmf-regression", data.n_users, data.n_items, {"factors": 4, "dim": 8, "iterations": 2})
+    r.fit(data, mels=mels, config=AudioTrainConfig(steps=3, batch_size=4, lr=0.01))
+    assert r.item_vecs.shape == (data.n_items + 1, 4) and r.fitted
+    assert r.score(torch.tensor([1]), torch.tensor([[1, 2]])).shape == (1, 2)
+    with pytest.raises(ConfigError):
+        build_model("dcue", 3, 3, {"reduction": "max"})
+
+
+def test_tagging_head_learns_a_separable_tag() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((80, 6)).astype(np.float32)
+    y = np.stack([x[:, 0] > 0, x[:, 1] > 0], 1).astype(np.float32)
+    net = fit_tagger(x[:60], y[:60], x[60:], y[60:], max_epochs=15)
+    with torch.no_grad():
+        p = torch.sigmoid(net(torch.as_tensor(x[60:]))).numpy()
+    assert mean_tag_auc(y[60:], p) > 0.8
