@@ -21,6 +21,7 @@ Named protocols (``PROTOCOLS``):
 ``loo-full``        the same split, ranked against all items with train items masked
 ``temporal-sampled`` QUALSE (B.8): global chronological 70/10/20, all of a user's test
                     items ranked with 1,000 sampled negatives, users with a train history
+``temporal-sampled-per-user`` the same within each user's sequence (Toys / Yelp: no timestamps)
 ``temporal-full``   the same split with full ranking (RME R.8 on timestamped data)
 ``random-full``     random 70/10/20 rows, full ranking (RME R.8 on play counts)
 ``basket-holdout``  SDMR basket task (A.1.2, A.6): baskets of 5..20 items, one random item of
@@ -458,6 +459,17 @@ def get_protocol(name: str, *, seed: int = 0, n_negatives: int | None = None, sh
             metrics=("HIT", "NDCG"),
             description="global temporal 70/10/20, all test items + 1,000 negatives",
         )
+    if name == "temporal-sampled-per-user":
+        return Protocol(
+            name,
+            lambda d: temporal_split(d, (0.7, 0.1, 0.2), per_user=True),
+            "sampled",
+            n_negatives or 1000,
+            seed,
+            ks=(1, 10, 20, 50, 100),
+            metrics=("HIT", "NDCG"),
+            description="per-user chronological 70/10/20 (data without timestamps: by position), 1,000 negatives",
+        )
     if name == "temporal-full":
         return Protocol(
             name,
@@ -498,4 +510,12 @@ def get_protocol(name: str, *, seed: int = 0, n_negatives: int | None = None, sh
     raise ConfigError(f"Unknown protocol {name!r}; known protocols: {', '.join(PROTOCOLS)}.")
 
 
-PROTOCOLS = ("loo-sampled", "loo-full", "temporal-sampled", "temporal-full", "random-full", "basket-holdout")
+PROTOCOLS = (
+    "loo-sampled",
+    "loo-full",
+    "temporal-sampled",
+    "temporal-sampled-per-user",
+    "temporal-full",
+    "random-full",
+    "basket-holdout",
+)

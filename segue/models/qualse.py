@@ -1,0 +1,443 @@
+"""Quaternion long/short-term sequential recommenders (spec Part B, Section 5.3).
+
+All read ``context.history`` (B, w), the user's most recent items before the target,
+oldest first, left-padded with 0 (``w`` = :meth:`history_length`), and score candidates
+"higher is better". A quaternion vector of size ``d`` is stored as ``[r|a|b|c]`` (see
+:mod:`segue.models.quaternion`); ``d`` must be a multiple of 4.
+
+``quale`` - long-term encoder (B.3, Eqs. 5.29-5.32)
+    ``L(u)`` = the ``l`` most recent history items (the window). Personalised quaternion
+    self-attention with the user context ``q_u`` from ``U(long)``: logits ``p_k (x) q_u / sqrt(d)``
+    reduced to 4 per item by summing each component over its ``d/4`` positions ([AMBIG]
+    default; ``per_dim=True`` is the per-dimension alternative), masked component softmax,
+    ``u(long) = sum_k alpha_k x p_k``; score ``(1/4) [u(long)].[p(long)_j]``. The attention does
+    not depend on the target.
+``quase`` - short-term encoder (B.4, Eqs. 5.33-5.36)
+    ``S(u)`` = the ``s = 5`` items just before the target, own item table ``P(short)``, no
+    user embedding; a quaternion LSTM (``cell="lstm"``, Eq. 5.33) or GRU (``cell="gru"``,
+    the [AMBIG] default: standard GRU gates with quaternion linear maps), hidden size ``d``,
+    ``h0 = c0 = 0``; padded steps keep the previous state and are masked in the softmax.
+    Attention with one *global* quaternion context ``q``, ``u(short) = tanh(W (x) sum_t alpha_t x h_t)``
+    (Eq. 5.35); score ``(1/4) [u(short)].[p(short)_j]``.
+``qualse`` - fusion (B.5, Eq. 5.37)
+    Both encoders with separate item memories and the personalised, target-aware gate
+    ``gamma = sigma(W_g1 (x) [u(long), u(short)] + W_g2 (x) u_g + W_g3 (x) p_g)`` with new gate tables
+    ``U(g), P(g)`` ([AMBIG] default; ``gate_tables="reuse"`` uses ``q(long)_u`` and ``p(long)_j``) and
+    no bias (``gate_bias=True`` adds one); ``o = W_o1 . [gamma x (u(long) x p(long)_j)] +
+    W_o2 . [(1 - gamma) x (u(short) x p(short)_j)]``. ``W_o1`` and ``W_o2`` start at ``1/4`` each
+    (our choice; with ``gamma = 1`` and ``W_o1 = 1/4`` QUALSE is QUALE). ``fusion="fixed"``
+    is the weight-fixing ablation ``o = c o(short) + (1 - c) o(long)``.
+``aquale``, ``aquase``, ``aqualse`` - the same models trained with QABPR (B.6)
+    ``adversarial=True``: BPR first (best dev checkpoint), then the quaternion adversarial
+    BPR of Eqs. 5.39-5.41 (:mod:`segue.training.quaternion`): noise ``delta`` on every user and
+    item quaternion table (``U(long), P(long), P(short), U(g), P(g)``), by the fast gradient
+    method, ``eps * g / ||g||`` per embedding row over the full ``d`` ([AMBIG] default;
+    ``adv_norm="global"`` is the flag), ``lambda_adv = 1``, noise only in training,
+    ``adv_epochs`` (30) epochs keeping the best dev checkpoint.
+
+Losses (B.6): BPR with 4 negatives per positive (the trainer's ``loss="bpr"``,
+``n_negatives=4``); ``reg`` is ``lambda_E`` on the embedding rows a batch touches and
+``reg_theta`` is ``lambda_Theta`` on the other parameters. Embeddings start ``N(0, init_std)``
+with ``init_std = 0.01`` ([AMBIG] default), quaternion weights as in
+:mod:`segue.models.quaternion`.
+
+The long-term window length ``l`` is a config value (default 50, a model never reads data);
+:func:`whisker_length` computes the spec's ``Q3 + 1.5 IQR`` rule from a training table so a
+caller can pass it as ``l``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from segue.errors import ConfigError, DataError
+from segue.models.base import Context, Measure, Recommender, register
+from segue.models.metric_baselines import _check, _emb
+from segue.models.quaternion import (
+    QuaternionGRUCell,
+    QuaternionLinear,
+    QuaternionLSTMCell,
+    check_dim,
+    component_cat,
+    quaternion_attention,
+    run_cell,
+)
+
+if TYPE_CHECKING:
+    from segue.data.interactions import Interactions
+    from segue.evaluation.protocols import EvalSet
+    from segue.training.trainer import History, TrainConfig
+
+
+def whisker_length(train: Interactions, minimum: int = 5) -> int:
+    """``l = Q3 + 1.5 IQR`` of the users' sequence lengths (the upper boxplot whisker, B.3), at least ``minimum``."""
+    counts = np.bincount(train.users, minlength=train.n_users + 1)[1:]
+    counts = counts[counts > 0]
+    if len(counts) == 0:
+        raise DataError("Cannot compute the long-term window length of an empty table.")
+    q1, q3 = np.percentile(counts, [25, 75])
+    return max(minimum, int(np.ceil(q3 + 1.5 * (q3 - q1))))
+
+
+def history_of(model: Recommender, users: Tensor, context: Context | None, w: int) -> Tensor:
+    """The (B, w) history of ``context``, checked; longer windows keep their most recent ``w`` items."""
+    if context is None or context.history is None:
+        raise DataError(f"{model.name} needs context.history, the (B, w) most recent items of each user.")
+    h = context.history
+    if h.ndim != 2 or h.shape[0] != users.shape[0]:
+        raise DataError(f"{model.name} needs a (B, w) history for B={users.shape[0]} users, got {tuple(h.shape)}.")
+    if h.shape[1] > w:
+        h = h[:, -w:]
+    h = h.long()
+    if h.numel() and (h.min() < 0 or h.max() > model.n_items):
+        raise DataError(f"{model.name}: history item ids must lie in 0..{model.n_items} (0 = padding).")
+    return h
+
+
+def _check_items(model: Recommender, users: Tensor, items: Tensor) -> None:
+    _check(model, users, items)
+    if users.numel() and (users.min() < 1 or users.max() > model.n_users):
+        raise DataError(f"{model.name}: user ids must lie in 1..{model.n_users}.")
+    if items.numel() and (items.min() < 0 or items.max() > model.n_items):
+        raise DataError(f"{model.name}: item ids must lie in 0..{model.n_items}.")
+
+
+class _QuaternionModel(Recommender):
+    """Shared plumbing: config checks, (perturbable) embedding lookups, regularisation, QABPR."""
+
+    needs: ClassVar[frozenset[str]] = frozenset({"history"})
+    train_defaults: ClassVar[dict[str, Any]] = {"loss": "bpr", "n_negatives": 4, "batch_size": 256, "lr": 1e-3}
+    #: attribute names of the user and item quaternion tables (perturbed by QABPR)
+    user_tables: ClassVar[tuple[str, ...]] = ()
+    item_tables: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, n_users: int, n_items: int, config: Any = None) -> None:
+        super().__init__(n_users, n_items, config)
+        c = self.config
+        check_dim(c.dim, "embedding size dim")
+        if c.init_std <= 0 or c.reg < 0 or c.reg_theta < 0:
+            raise ConfigError(f"{self.name} needs init_std > 0 and reg, reg_theta >= 0, got {c}.")
+        if c.eps < 0 or c.adv_weight < 0 or c.adv_epochs < 0 or c.adv_norm not in ("row", "global"):
+            raise ConfigError(
+                f"{self.name} needs eps, adv_weight, adv_epochs >= 0 and adv_norm row or global, got {c}."
+            )
+        self._adv: dict[str, Tensor] | None = None
+
+    # -- embeddings (QABPR adds its noise here) ---------------------------------------------
+    def adv_tables(self) -> tuple[str, ...]:
+        return tuple(n for n in (*self.user_tables, *self.item_tables) if getattr(self, n, None) is not None)
+
+    def table(self, name: str) -> Tensor:
+        """The weight of an embedding table, plus the QABPR noise while it is set."""
+        weight = getattr(self, name).weight
+        if self._adv is not None and name in self._adv:
+            weight = weight + self._adv[name]
+        return weight
+
+    def lookup(self, name: str, ids: Tensor) -> Tensor:
+        return F.embedding(ids, self.table(name), padding_idx=0)
+
+    def regularization(self, users: Tensor, items: Tensor) -> Tensor:
+        c = self.config
+        total = torch.zeros((), device=users.device)
+        if c.reg:
+            rows = sum(getattr(self, t).weight[users].pow(2).sum() for t in self.user_tables if hasattr(self, t))
+            rows = rows + sum(getattr(self, t).weight[items].pow(2).sum() for t in self.item_tables if hasattr(self, t))
+            total = total + c.reg * rows / len(users)
+        if c.reg_theta:
+            emb = {id(getattr(self, t).weight) for t in self.adv_tables()}
+            theta = sum(p.pow(2).sum() for p in self.parameters() if id(p) not in emb)
+            total = total + c.reg_theta * theta
+        return total
+
+    def fit(
+        self,
+        train: Interactions,
+        valid: EvalSet | None = None,
+        config: TrainConfig | None = None,
+        **kwargs: Any,
+    ) -> History:
+        """BPR through the generic trainer; with ``adversarial`` BPR then QABPR (``pretrained=True`` skips BPR)."""
+        if not self.config.adversarial:
+            kwargs.pop("pretrained", None)
+            return super().fit(train, valid, config, **kwargs)
+        from segue.training.quaternion import fit_qabpr
+
+        return fit_qabpr(self, train, valid, config, **kwargs)
+
+
+# -- QUALE ------------------------------------------------------------------------------------------
+@register
+class QUALE(_QuaternionModel):
+    """Quaternion long-term encoder (see module docstring)."""
+
+    name: ClassVar[str] = "quale"
+    measure: ClassVar[Measure | None] = "dot"
+    user_tables: ClassVar[tuple[str, ...]] = ("user_long",)
+    item_tables: ClassVar[tuple[str, ...]] = ("item_long",)
+
+    @dataclass
+    class Config:
+        dim: int = 64
+        l: int = 50  # noqa: E741  (long-term window; see whisker_length)
+        per_dim: bool = False
+        init_std: float = 0.01
+        reg: float = 1e-4
+        reg_theta: float = 0.0
+        adversarial: bool = False
+        eps: float = 0.5
+        adv_weight: float = 1.0
+        adv_norm: str = "row"
+        adv_epochs: int = 30
+
+    def __init__(self, n_users: int, n_items: int, config: Any = None) -> None:
+        super().__init__(n_users, n_items, config)
+        c = self.config
+        if c.l < 1:
+            raise ConfigError(f"{self.name} needs a long-term window l >= 1, got {c.l}.")
+        self.user_long = _emb(n_users, c.dim, c.init_std)
+        self.item_long = _emb(n_items, c.dim, c.init_std)
+
+    def history_length(self) -> int:
+        return int(self.config.l)
+
+    def long_user(self, users: Tensor, hist: Tensor) -> Tensor:
+        """``u(long)`` (B, d) from the long-term window (B, l)."""
+        out, _ = quaternion_attention(
+            self.lookup("item_long", hist), self.lookup("user_long", users), hist != 0, self.config.per_dim
+        )
+        return out
+
+    def score(self, users: Tensor, items: Tensor, context: Context | None = None) -> Tensor:
+        _check_items(self, users, items)
+        hist = history_of(self, users, context, self.config.l)
+        u = self.long_user(users, hist)
+        return torch.einsum("bd,bcd->bc", u, self.lookup("item_long", items)) / 4.0
+
+    def item_vectors(self) -> Tensor:
+        return self.item_long.weight.detach()
+
+    def query_vectors(self, users: Tensor, context: Context | None = None) -> Tensor:
+        hist = history_of(self, users, context, self.config.l)
+        return self.long_user(users, hist).detach() / 4.0
+
+
+# -- QUASE ------------------------------------------------------------------------------------------
+@register
+class QUASE(_QuaternionModel):
+    """Quaternion short-term encoder, LSTM or GRU (see module docstring)."""
+
+    name: ClassVar[str] = "quase"
+    measure: ClassVar[Measure | None] = "dot"
+    item_tables: ClassVar[tuple[str, ...]] = ("item_short",)
+
+    @dataclass
+    class Config:
+        dim: int = 64
+        s: int = 5
+        cell: str = "lstm"  # or "gru"
+        per_dim: bool = False
+        init_std: float = 0.01
+        reg: float = 1e-4
+        reg_theta: float = 0.0
+        adversarial: bool = False
+        eps: float = 0.5
+        adv_weight: float = 1.0
+        adv_norm: str = "row"
+        adv_epochs: int = 30
+
+    def __init__(self, n_users: int, n_items: int, config: Any = None) -> None:
+        super().__init__(n_users, n_items, config)
+        c = self.config
+        if c.s < 1 or c.cell not in ("lstm", "gru"):
+            raise ConfigError(f"{self.name} needs s >= 1 and cell lstm or gru, got s={c.s}, cell={c.cell!r}.")
+        self.item_short = _emb(n_items, c.dim, c.init_std)
+        self.rnn = QuaternionLSTMCell(c.dim, c.dim) if c.cell == "lstm" else QuaternionGRUCell(c.dim, c.dim)
+        self.context_short = nn.Parameter(torch.randn(c.dim) * c.init_std)  # global q
+        self.out_short = QuaternionLinear(c.dim, c.dim)  # W of Eq. 5.35
+
+    def history_length(self) -> int:
+        return int(self.config.s)
+
+    def short_user(self, hist: Tensor) -> Tensor:
+        """``u(short)`` (B, d) from the short-term window (B, s)."""
+        hist = hist[:, -self.config.s :]
+        mask = hist != 0
+        h = run_cell(self.rnn, self.lookup("item_short", hist), mask)
+        pooled, _ = quaternion_attention(h, self.context_short, mask, self.config.per_dim)
+        return torch.tanh(self.out_short(pooled))
+
+    def score(self, users: Tensor, items: Tensor, context: Context | None = None) -> Tensor:
+        _check_items(self, users, items)
+        hist = history_of(self, users, context, self.config.s)
+        u = self.short_user(hist)
+        return torch.einsum("bd,bcd->bc", u, self.lookup("item_short", items)) / 4.0
+
+    def item_vectors(self) -> Tensor:
+        return self.item_short.weight.detach()
+
+    def query_vectors(self, users: Tensor, context: Context | None = None) -> Tensor:
+        return self.short_user(history_of(self, users, context, self.config.s)).detach() / 4.0
+
+
+# -- QUALSE -----------------------------------------------------------------------------------------
+@register
+class QUALSE(_QuaternionModel):
+    """Personalised quaternion gated fusion of QUALE and QUASE (Eq. 5.37; see module docstring)."""
+
+    name: ClassVar[str] = "qualse"
+    user_tables: ClassVar[tuple[str, ...]] = ("user_long", "user_gate")
+    item_tables: ClassVar[tuple[str, ...]] = ("item_long", "item_short", "item_gate")
+
+    @dataclass
+    class Config:
+        dim: int = 64
+        l: int = 50  # noqa: E741
+        s: int = 5
+        cell: str = "lstm"
+        per_dim: bool = False
+        gate_tables: str = "new"  # or "reuse" (q(long)_u and p(long)_j)
+        gate_bias: bool = False
+        fusion: str = "gate"  # or "fixed" (weight-fixing ablation)
+        fixed_c: float = 0.5  # short-term weight c of the "fixed" fusion
+        init_std: float = 0.01
+        reg: float = 1e-4
+        reg_theta: float = 0.0
+        adversarial: bool = False
+        eps: float = 0.5
+        adv_weight: float = 1.0
+        adv_norm: str = "row"
+        adv_epochs: int = 30
+
+    def __init__(self, n_users: int, n_items: int, config: Any = None) -> None:
+        super().__init__(n_users, n_items, config)
+        c = self.config
+        if c.l < 1 or c.s < 1 or c.s > c.l or c.cell not in ("lstm", "gru"):
+            raise ConfigError(f"{self.name} needs 1 <= s <= l and cell lstm or gru, got l={c.l}, s={c.s}, {c.cell!r}.")
+        if c.gate_tables not in ("new", "reuse") or c.fusion not in ("gate", "fixed") or not 0 <= c.fixed_c <= 1:
+            raise ConfigError(
+                f"{self.name} needs gate_tables new or reuse, fusion gate or fixed, fixed_c in [0, 1], got {c}."
+            )
+        d = c.dim
+        self.user_long = _emb(n_users, d, c.init_std)
+        self.item_long = _emb(n_items, d, c.init_std)
+        self.item_short = _emb(n_items, d, c.init_std)
+        self.rnn = QuaternionLSTMCell(d, d) if c.cell == "lstm" else QuaternionGRUCell(d, d)
+        self.context_short = nn.Parameter(torch.randn(d) * c.init_std)
+        self.out_short = QuaternionLinear(d, d)
+        if c.gate_tables == "new":
+            self.user_gate = _emb(n_users, d, c.init_std)
+            self.item_gate = _emb(n_items, d, c.init_std)
+        self.gate_1 = QuaternionLinear(2 * d, d, bias=c.gate_bias)
+        self.gate_2 = QuaternionLinear(d, d)
+        self.gate_3 = QuaternionLinear(d, d)
+        self.w_o1 = nn.Parameter(torch.full((d,), 0.25))
+        self.w_o2 = nn.Parameter(torch.full((d,), 0.25))
+
+    def history_length(self) -> int:
+        return int(self.config.l)
+
+    @torch.no_grad()
+    def init_from(self, quale: dict[str, Tensor], quase: dict[str, Tensor]) -> None:
+        """Initialise the two encoders from trained QUALE and QUASE state dicts (B.5's optional pretraining).
+
+        ``quale`` gives ``user_long`` / ``item_long``; ``quase`` gives ``item_short``, the recurrent cell,
+        the global context and ``W`` of Eq. 5.35. The gate and ``W_o`` keep their fresh initialisation.
+        """
+        own = self.state_dict()
+        for source, prefixes in (
+            (quale, ("user_long.", "item_long.")),
+            (quase, ("item_short.", "rnn.", "context_short", "out_short.")),
+        ):
+            for key, value in source.items():
+                if key.startswith(prefixes):
+                    if key not in own or own[key].shape != value.shape:
+                        raise DataError(f"Cannot initialise {self.name} from a part: {key} does not match.")
+                    own[key] = value
+        self.load_state_dict(own)
+
+    # the encoders are QUALE's and QUASE's, on this model's own tables
+    long_user = QUALE.long_user
+    short_user = QUASE.short_user
+
+    def encode(self, users: Tensor, hist: Tensor) -> tuple[Tensor, Tensor]:
+        """``(u(long), u(short))``, (B, d) each, from the long window (its last ``s`` items are S(u))."""
+        return self.long_user(users, hist), self.short_user(hist)
+
+    def gate(self, users: Tensor, items: Tensor, u_long: Tensor, u_short: Tensor) -> Tensor:
+        """``gamma`` (B, C, d) of Eq. 5.37."""
+        ug, pg = ("user_gate", "item_gate") if self.config.gate_tables == "new" else ("user_long", "item_long")
+        user_part = self.gate_1(component_cat(u_long, u_short)) + self.gate_2(self.lookup(ug, users))
+        if items.numel() > self.n_items:  # long candidate lists: transform the table once, then gather
+            item_part = F.embedding(items, self.gate_3(self.table(pg)))
+        else:
+            item_part = self.gate_3(self.lookup(pg, items))
+        return torch.sigmoid(user_part[:, None, :] + item_part)
+
+    def score(self, users: Tensor, items: Tensor, context: Context | None = None) -> Tensor:
+        _check_items(self, users, items)
+        hist = history_of(self, users, context, self.config.l)
+        u_long, u_short = self.encode(users, hist)
+        if items.shape[1] <= self._chunk:
+            return self._fuse(users, items, u_long, u_short)
+        # the gate is (B, C, d): score long candidate lists (1,000 sampled negatives) in slices
+        parts = [
+            self._fuse(users, items[:, i : i + self._chunk], u_long, u_short)
+            for i in range(0, items.shape[1], self._chunk)
+        ]
+        return torch.cat(parts, dim=1)
+
+    _chunk: ClassVar[int] = 256
+
+    def _fuse(self, users: Tensor, items: Tensor, u_long: Tensor, u_short: Tensor) -> Tensor:
+        """Eq. 5.37 (or the fixed-weight ablation) for candidates (B, C) given the two encodings."""
+        long_vec = u_long[:, None, :] * self.lookup("item_long", items)  # (B, C, d)
+        short_vec = u_short[:, None, :] * self.lookup("item_short", items)
+        if self.config.fusion == "fixed":
+            c = self.config.fixed_c
+            return c * short_vec.sum(-1) / 4.0 + (1 - c) * long_vec.sum(-1) / 4.0
+        g = self.gate(users, items, u_long, u_short)
+        return (g * long_vec) @ self.w_o1 + ((1 - g) * short_vec) @ self.w_o2
+
+
+# -- adversarial versions ---------------------------------------------------------------------------
+@register
+class AQUALE(QUALE):
+    """QUALE trained with QABPR (B.6)."""
+
+    name: ClassVar[str] = "aquale"
+
+    @dataclass
+    class Config(QUALE.Config):
+        adversarial: bool = True
+
+
+@register
+class AQUASE(QUASE):
+    """QUASE trained with QABPR (B.6)."""
+
+    name: ClassVar[str] = "aquase"
+
+    @dataclass
+    class Config(QUASE.Config):
+        adversarial: bool = True
+
+
+@register
+class AQUALSE(QUALSE):
+    """QUALSE trained with QABPR (B.6)."""
+
+    name: ClassVar[str] = "aqualse"
+
+    @dataclass
+    class Config(QUALSE.Config):
+        adversarial: bool = True
+
+
+__all__ = ["AQUALE", "AQUALSE", "AQUASE", "QUALE", "QUALSE", "QUASE", "history_of", "whisker_length"]
