@@ -438,9 +438,7 @@ def _notes(args: argparse.Namespace, result: dict[str, Any]) -> str:
         "Protocol loo-sampled (A.7): latest item = test, 1 random dev item, 100 fixed sampled negatives, "
         "pessimistic ranks on ties. Training: Adam lr 1e-3, batch 256, 4 negatives per positive, BPR "
         "(NeuMF++ and Caser: their own papers' log loss), best epoch by dev HR@10. "
-        f"Compute caps: ml-100k <= {args.max_epochs} epochs (patience {args.patience}, "
-        f"max {args.max_seconds} s per model); ml-1m <= {args.max_epochs_large} epochs and "
-        f"max {args.max_seconds_large} s per model (the cap is checked after each epoch); "
+        f"Compute caps (from each row's train config; the time cap is checked after each epoch): {_caps(result)}; "
         "hyper-parameters chosen on the ml-100k dev set over the small grid in 'selection' and reused on ml-1m. "
         "ml-1m is the CFM all-pairs copy (same 1,000,209 interactions as the paper's, but its latest-item-out "
         "test item comes from CFM's own split and the row order is the time order): same_data_as_paper=false. "
@@ -448,6 +446,20 @@ def _notes(args: argparse.Namespace, result: dict[str, Any]) -> str:
         + "SLIM was not run. "
         + _missing(result)
     )
+
+
+def _caps(result: dict[str, Any]) -> str:
+    """The epoch / time caps of the rows, grouped per dataset (different runs may have used different caps)."""
+    parts = []
+    for d in DATASETS:
+        groups: dict[tuple[Any, Any, Any], list[str]] = {}
+        for r in result["rows"]:
+            if r["dataset"] == d:
+                t = r.get("train", {})
+                groups.setdefault((t.get("epochs"), t.get("max_seconds"), t.get("patience")), []).append(r["model"])
+        for (epochs, secs, patience), models in groups.items():
+            parts.append(f"{d} <= {epochs} epochs, <= {secs} s, patience {patience} ({', '.join(models)})")
+    return "; ".join(parts)
 
 
 def _missing(result: dict[str, Any]) -> str:
