@@ -200,7 +200,7 @@ def test_bad_inputs_raise_clear_errors() -> None:
     m = SDM(3, 5, SDM.Config(dim=4))
     with pytest.raises(DataError, match=r"needs context\.history"):
         m.score(torch.tensor([1]), torch.tensor([[1, 2]]))
-    with pytest.raises(DataError, match=r"\(B, s\) history"):
+    with pytest.raises(DataError, match=r"\(B, window\) history"):
         m.score(torch.tensor([1]), torch.tensor([[1, 2]]), Context(history=torch.zeros(2, 5, dtype=torch.long)))
     with pytest.raises(DataError, match="against items"):
         SDP(3, 5).score(torch.tensor([1, 2]), torch.tensor([1, 2]))

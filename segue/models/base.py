@@ -226,6 +226,21 @@ class Recommender(nn.Module):
         return cls.Config(**values)
 
 
+def checked_history(model: Recommender, users: Tensor, context: Context | None, w: int) -> Tensor:
+    """The (B, w) history of ``context``, checked; longer windows keep their most recent ``w`` items."""
+    if context is None or context.history is None:
+        raise DataError(f"{model.name} needs context.history, the (B, window) most recent items of each user.")
+    h = context.history
+    if h.ndim != 2 or h.shape[0] != users.shape[0]:
+        raise DataError(f"{model.name} needs a (B, window) history for B={users.shape[0]} users, got {tuple(h.shape)}.")
+    if h.shape[1] > w:
+        h = h[:, -w:]
+    h = h.long()
+    if h.numel() and (h.min() < 0 or h.max() > model.n_items):
+        raise DataError(f"{model.name}: history item ids must lie in 0..{model.n_items} (0 = padding).")
+    return h
+
+
 def check_scores(scores: Tensor, model: str) -> None:
     """Raise if a model produced NaN scores (never rank on them silently)."""
     if torch.isnan(scores).any():

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segue.errors import ConfigError, DataError
-from segue.models.base import Context, Measure, Recommender, register
+from segue.models.base import Context, Measure, Recommender, checked_history, register
 from segue.models.metric_baselines import _check, _emb
 from segue.models.quaternion import (
     QuaternionGRUCell,
@@ -85,19 +85,7 @@ def whisker_length(train: Interactions, minimum: int = 5) -> int:
     return max(minimum, int(np.ceil(q3 + 1.5 * (q3 - q1))))
 
 
-def history_of(model: Recommender, users: Tensor, context: Context | None, w: int) -> Tensor:
-    """The (B, w) history of ``context``, checked; longer windows keep their most recent ``w`` items."""
-    if context is None or context.history is None:
-        raise DataError(f"{model.name} needs context.history, the (B, w) most recent items of each user.")
-    h = context.history
-    if h.ndim != 2 or h.shape[0] != users.shape[0]:
-        raise DataError(f"{model.name} needs a (B, w) history for B={users.shape[0]} users, got {tuple(h.shape)}.")
-    if h.shape[1] > w:
-        h = h[:, -w:]
-    h = h.long()
-    if h.numel() and (h.min() < 0 or h.max() > model.n_items):
-        raise DataError(f"{model.name}: history item ids must lie in 0..{model.n_items} (0 = padding).")
-    return h
+history_of = checked_history  # the shared, checked history accessor (segue.models.base)
 
 
 def _check_items(model: Recommender, users: Tensor, items: Tensor) -> None:

@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from segue.errors import ConfigError, DataError
-from segue.models.base import Context, Recommender, register
+from segue.models.base import Context, Recommender, checked_history, register
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
@@ -120,16 +120,7 @@ def _check_items(model: Recommender, users: Tensor, items: Tensor) -> None:
         )
 
 
-def _history(model: Recommender, users: Tensor, context: Context | None, s: int) -> Tensor:
-    """The (B, s) history of ``context``, checked; longer windows keep their most recent ``s`` items."""
-    if context is None or context.history is None:
-        raise DataError(f"{model.name} needs context.history, the (B, s) most recent items of each user.")
-    h = context.history
-    if h.ndim != 2 or h.shape[0] != users.shape[0]:
-        raise DataError(f"{model.name} needs a (B, s) history for B={users.shape[0]} users, got {tuple(h.shape)}.")
-    if h.shape[1] > s:
-        h = h[:, -s:]
-    return h.long()
+_history = checked_history
 
 
 def masked_softmin(z: Tensor, mask: Tensor) -> Tensor:
