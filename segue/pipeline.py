@@ -66,7 +66,7 @@ def prepare(data: Interactions, protocol: Protocol) -> tuple[Interactions, Any, 
 
 
 def run(
-    model_name: str,
+    model: str | Recommender,
     data: Interactions,
     *,
     protocol: str | Protocol = "loo-sampled",
@@ -78,10 +78,11 @@ def run(
     log: Any = "default",
     prepared: tuple[Any, EvalSet | None, EvalSet] | None = None,
 ) -> RunResult:
-    """Train ``model_name`` on ``data`` under ``protocol`` and (optionally) write a run directory.
+    """Train ``model`` on ``data`` under ``protocol`` and (optionally) write a run directory.
 
-    ``prepared`` (split, valid, test) lets several models share one split and its fixed
-    candidates, as the reproduction tables require.
+    ``model`` is a registry name (built with ``model_options``) or a model already built for
+    the split, e.g. an SDMR over trained parts. ``prepared`` (split, valid, test) lets several
+    models share one split and its fixed candidates, as the reproduction tables require.
     """
     proto = protocol if isinstance(protocol, Protocol) else get_protocol(protocol, seed=seed)
     if prepared is None:
@@ -89,8 +90,11 @@ def run(
     else:
         split, valid, test = prepared
     seed_everything(seed)
-    model = build_model(model_name, split.train.n_users, split.train.n_items, model_options)
-    cfg = train_config or train_config_for(model_name, {"seed": seed})
+    if isinstance(model, str):
+        model = build_model(model, split.train.n_users, split.train.n_items, model_options)
+    elif model_options:
+        raise ConfigError("model_options apply only to a model given by name; build the model with them instead.")
+    cfg = train_config or train_config_for(model.name, {"seed": seed})
     if cfg.context != proto.context:  # the protocol decides what a training row's context is
         cfg = dataclasses.replace(cfg, context=proto.context)
     s = model.history_length() if "history" in model.needs else 0

@@ -356,3 +356,15 @@ def test_exclude_matrix_shape_is_checked(data: Interactions) -> None:
     m.fit(data)
     ids, _ = m.recommend(np.array([1]), 3, exclude=sp.csr_matrix(data.shape))
     assert ids.shape == (1, 3)
+
+
+def test_run_accepts_a_model_built_for_the_split(data: Interactions) -> None:
+    proto = get_protocol("loo-sampled", n_negatives=10)
+    _, split, valid, test = prepare(data, proto)
+    cfg = TrainConfig(epochs=1, batch_size=64, progress=False)
+    mf = build_model("mf-bpr", split.train.n_users, split.train.n_items, {"dim": 4})
+    res = run(mf, data, protocol=proto, train_config=cfg, prepared=(split, valid, test), log=None)
+    assert res.model is mf and len(res.history.epochs) == 1
+    assert res.metrics == evaluate(mf, test)
+    with pytest.raises(ConfigError, match="model_options apply only to a model given by name"):
+        run(mf, data, protocol=proto, model_options={"dim": 8}, prepared=(split, valid, test), log=None)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from segue.data.datasets import load_dataset
-from segue.evaluation.protocols import evaluate, get_protocol, tie_diagnostic
+from segue.evaluation.protocols import get_protocol, tie_diagnostic
 from segue.evaluation.report import write_results
 from segue.models.sdmr import SDMR
 from segue.pipeline import RunResult, prepare, run
@@ -107,7 +107,6 @@ def _config(model: str, args: argparse.Namespace) -> TrainConfig:
         progress=False,
         threads=args.threads,
         max_seconds=args.max_seconds,
-        context="basket",
     )
 
 
@@ -177,26 +176,20 @@ def reproduce(args: argparse.Namespace) -> dict[str, Any]:
         if "sdp" not in best or "sdm" not in best:
             raise SystemExit("sdmr needs sdp and sdm in --models (it fuses the two trained parts).")
         print("-- sdmr (frozen SDP + SDM, fusion only)", flush=True)
-        seed_everything(args.seed)
-        model = SDMR.from_parts(best["sdp"].model, best["sdm"].model)  # type: ignore[arg-type]
-        s = model.history_length()
-        valid_h = None if valid is None else valid.with_history(split.train, s)
-        test_h = test.with_history(split.train, s)
-        t0 = time.perf_counter()
-        hist = model.fit(split.train, valid_h, _config("sdmr", args))
-        res = RunResult(
-            model,
-            evaluate(model, test_h),
-            None if valid_h is None else evaluate(model, valid_h),
-            hist,
-            time.perf_counter() - t0,
-            None,
-            protocol,
-            test_h,
+        seed_everything(args.seed)  # the fusion layer's initialisation
+        sdmr = SDMR.from_parts(best["sdp"].model, best["sdm"].model)  # type: ignore[arg-type]
+        res = run(
+            sdmr,
+            data,
+            protocol=protocol,
+            train_config=_config("sdmr", args),
+            prepared=(split, valid, test),
+            seed=args.seed,
+            log=None,
         )
         rows.append(_row("sdmr", res, {"activation": "relu"}, []))
-        for name, m, es in (("SDM", best["sdm"].model, best["sdm"].test), ("SDMR", model, test_h)):
-            ties[name] = {k: round(v, 4) for k, v in tie_diagnostic(m, es).items()}
+        for name, r in (("SDM", best["sdm"]), ("SDMR", res)):
+            ties[name] = {k: round(v, 4) for k, v in tie_diagnostic(r.model, r.test).items()}
         print(f"   ties: {ties}", flush=True)
     result = {
         "table": "SDMR Table 5.4 (basket task): ours on the Instacart sample vs the paper's Ta-Feng",

@@ -33,7 +33,6 @@ import platform
 import re
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ import torch
 from segue.data.datasets import load_dataset, resolve_data_dir
 from segue.data.interactions import Interactions
 from segue.errors import ConfigError
-from segue.evaluation.protocols import EvalSet, evaluate, get_protocol, tie_diagnostic
+from segue.evaluation.protocols import get_protocol, tie_diagnostic
 from segue.models.base import get_model_class
 from segue.models.sdmr import SDM, SDMR, SDP
 from segue.pipeline import prepare, run
@@ -238,34 +237,6 @@ def _summary(history: Any) -> dict[str, Any]:
     }
 
 
-def _run_sdmr(
-    options: dict[str, Any],
-    parts: tuple[SDP, SDM],
-    split: Any,
-    valid: EvalSet | None,
-    test: EvalSet,
-    cfg: TrainConfig,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
-    sdp, sdm = parts
-    seed_everything(cfg.seed)
-    model = SDMR.from_parts(sdp, sdm, **options)
-    s = model.history_length()
-    valid_h = None if valid is None else valid.with_history(split.train, s)
-    test_h = test.with_history(split.train, s)
-    t0 = time.perf_counter()
-    history = model.fit(split.train, valid_h, cfg, log=log)
-    seconds = time.perf_counter() - t0
-    out = {
-        "metrics": _keys(evaluate(model, test_h, ks=(10,))),
-        "valid": None if valid_h is None else _keys(evaluate(model, valid_h, ks=(10,))),
-        "seconds": seconds,
-        "ties": {k: round(v, 4) for k, v in tie_diagnostic(model, test_h).items()},
-        **_summary(history),
-    }
-    return out
-
-
 def _keys(m: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in m.items() if k in METRICS}
 
@@ -335,30 +306,33 @@ def reproduce(args: argparse.Namespace) -> dict[str, Any]:
                 state_path = state_dir / f"{dataset}-{model}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
                 if row is None or (model in ("sdp", "sdm") and not state_path.exists()):
                     print(f"-- {dataset} {model} {options} ({cfg.loss}, <= {cfg.epochs} epochs)", flush=True)
-                    if model == "sdmr":
+                    target: str | SDMR = model
+                    if model == "sdmr":  # the fusion over the trained, frozen parts
                         if "sdp" not in trained or "sdm" not in trained:
                             trained.update(_load_parts(dataset, selection, state_dir, split, cache, args))
-                        body = _run_sdmr(options, (trained["sdp"][1], trained["sdm"][1]), split, valid, test, cfg, log)
-                    else:
-                        res = run(
-                            model,
-                            data,
-                            protocol=protocol,
-                            model_options=options,
-                            train_config=cfg,
-                            prepared=(split, valid, test),
-                            log=log,
-                            seed=args.seed,
-                        )
-                        body = {
-                            "metrics": _keys(res.metrics),
-                            "valid": None if res.valid_metrics is None else _keys(res.valid_metrics),
-                            "seconds": res.seconds,
-                            **_summary(res.history),
-                        }
-                        if model in ("sdp", "sdm"):
-                            torch.save(res.model.state_dict(), state_path)
-                            body["state"] = str(state_path)
+                        seed_everything(args.seed)  # the fusion layer's initialisation
+                        target = SDMR.from_parts(trained["sdp"][1], trained["sdm"][1], **options)
+                    res = run(
+                        target,
+                        data,
+                        protocol=protocol,
+                        model_options=None if model == "sdmr" else options,
+                        train_config=cfg,
+                        prepared=(split, valid, test),
+                        log=log,
+                        seed=args.seed,
+                    )
+                    body = {
+                        "metrics": _keys(res.metrics),
+                        "valid": None if res.valid_metrics is None else _keys(res.valid_metrics),
+                        "seconds": res.seconds,
+                        **_summary(res.history),
+                    }
+                    if model == "sdmr":
+                        body["ties"] = {k: round(v, 4) for k, v in tie_diagnostic(res.model, res.test).items()}
+                    if model in ("sdp", "sdm"):
+                        torch.save(res.model.state_dict(), state_path)
+                        body["state"] = str(state_path)
                     row = {"key": key, "dataset": dataset, "model": model, "options": options, "train": cfg.to_dict()}
                     row.update(body)
                     cache.put(row)
