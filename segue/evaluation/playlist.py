@@ -21,7 +21,7 @@ import torch
 from segue.data.interactions import Interactions
 from segue.data.splits import Split
 from segue.errors import DataError
-from segue.evaluation.protocols import EvalSet
+from segue.evaluation.protocols import EvalSet, first_per_group
 from segue.models.base import Context
 
 
@@ -75,10 +75,8 @@ def playlist_evalset(split: Split, part: str = "test", *, n_negatives: int = 100
     pl = data.df["playlist"].to_numpy()
     tg = data.df["item"].to_numpy()
     seen_in_train = np.isin(tg, vocab)
-    order = np.argsort(pl[seen_in_train], kind="stable")
-    pl, tg = pl[seen_in_train][order], tg[seen_in_train][order]
-    _, first = np.unique(pl, return_index=True)  # one held-out song per playlist (M.10)
-    pl, tg = pl[first], tg[first]
+    rows = first_per_group(pl, seen_in_train)  # one held-out song per playlist (M.10)
+    pl, tg = pl[rows], tg[rows]
     if len(pl) == 0:
         raise DataError(f"No {part} song of any playlist occurs in training.")
     rng = np.random.default_rng(seed)

@@ -208,6 +208,14 @@ def _sampled_meta(split: Split, part: str, n_negatives: int, seed: int, **extra:
     }
 
 
+def first_per_group(groups: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Row indices of the first kept row (file order) of each group, in group-id order."""
+    order = np.flatnonzero(keep)
+    order = order[np.argsort(groups[order], kind="stable")]
+    _, first = np.unique(groups[order], return_index=True)
+    return order[first]
+
+
 def group_evalset(
     split: Split, part: str = "test", *, group: str = "basket", n_negatives: int = 100, seed: int = 0
 ) -> EvalSet:
@@ -227,11 +235,7 @@ def group_evalset(
     train = split.train
     gid = data.df[group].to_numpy().astype(np.int64)
     users, items = data.users, data.items
-    seen = (train.item_counts() > 0)[items]
-    order = np.lexsort((np.arange(len(gid)), gid))
-    order = order[seen[order]]
-    _, first = np.unique(gid[order], return_index=True)  # one held-out item per group
-    rows = order[first]
+    rows = first_per_group(gid, (train.item_counts() > 0)[items])  # one held-out item per group
     if len(rows) == 0:
         raise DataError(f"No {part} item of any {group} occurs in training.")
     gid, users, items = gid[rows], users[rows], items[rows]
@@ -300,17 +304,16 @@ def evaluate(
     try:
         for start in range(0, len(evalset), batch_size):
             sl = slice(start, start + batch_size)
-            users = torch.as_tensor(evalset.users[sl], device=device)
-            ctx = None if evalset.context is None else evalset.context.index(sl).to(device)
             if evalset.candidates is not None:
-                cand = torch.as_tensor(evalset.candidates[sl], device=device)
-                scores = model.score(users, cand, ctx).float()
+                cand, scores = _score_candidates(model, evalset, sl)
                 valid = cand != 0
                 positive = (
                     torch.arange(cand.shape[1], device=device)[None, :]
                     < torch.as_tensor(evalset.n_pos[sl], device=device)[:, None]
                 )
             else:
+                users = torch.as_tensor(evalset.users[sl], device=device)
+                ctx = None if evalset.context is None else evalset.context.index(sl).to(device)
                 scores = model.score_all(users, ctx).float()
                 valid = torch.ones_like(scores, dtype=torch.bool)
                 valid[:, 0] = False
@@ -335,6 +338,15 @@ def evaluate(
     return out
 
 
+def _score_candidates(model: Recommender, evalset: EvalSet, sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    """The candidates of cases ``sl`` of a sampled set and the model's float scores for them (on its device)."""
+    device = model.device
+    assert evalset.candidates is not None
+    cand = torch.as_tensor(evalset.candidates[sl], device=device)
+    ctx = None if evalset.context is None else evalset.context.index(sl).to(device)
+    return cand, model.score(torch.as_tensor(evalset.users[sl], device=device), cand, ctx).float()
+
+
 @torch.no_grad()
 def tie_diagnostic(model: Recommender, evalset: EvalSet, *, k: int = 10, batch_size: int = 1024) -> dict[str, float]:
     """What pessimistic tie-breaking costs ``model`` on a sampled set with one positive per case.
@@ -351,10 +363,8 @@ def tie_diagnostic(model: Recommender, evalset: EvalSet, *, k: int = 10, batch_s
     try:
         for start in range(0, len(evalset), batch_size):
             sl = slice(start, start + batch_size)
-            cand = torch.as_tensor(evalset.candidates[sl], device=model.device)
-            ctx = None if evalset.context is None else evalset.context.index(sl).to(model.device)
-            scores = model.score(torch.as_tensor(evalset.users[sl], device=model.device), cand, ctx).float().cpu()
-            valid = (cand != 0).cpu()
+            cand, scores = _score_candidates(model, evalset, sl)
+            scores, valid = scores.cpu(), (cand != 0).cpu()
             pos, neg = scores[:, :1], scores[:, 1:]
             ties = ((neg == pos) & valid[:, 1:]).sum(1)
             rank = 1 + ((neg > pos) & valid[:, 1:]).sum(1)
