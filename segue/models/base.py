@@ -22,6 +22,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
+from segue.data.batch import Context
 from segue.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -30,36 +31,6 @@ if TYPE_CHECKING:
     from segue.training.trainer import History, TrainConfig
 
 Measure = Literal["dot", "cosine", "l2"]
-
-
-@dataclass
-class Context:
-    """Side inputs for sequential, playlist, basket and session models, already padded.
-
-    All tensors have the batch as first dimension and use 0 as padding id.
-    ``history``: (B, s) most recent items, oldest first; ``group``: (B, m) members of the
-    playlist / basket / session; ``features``: (B, f) float context features.
-    """
-
-    history: Tensor | None = None
-    group: Tensor | None = None
-    features: Tensor | None = None
-
-    def index(self, idx: Tensor | np.ndarray | slice) -> Context:
-        return Context(
-            **{f.name: (None if (v := getattr(self, f.name)) is None else v[idx]) for f in dataclasses.fields(self)}
-        )
-
-    def to(self, device: torch.device | str) -> Context:
-        return Context(
-            **{
-                f.name: (None if (v := getattr(self, f.name)) is None else v.to(device))
-                for f in dataclasses.fields(self)
-            }
-        )
-
-    def present(self) -> set[str]:
-        return {f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
 
 
 class Recommender(nn.Module):
