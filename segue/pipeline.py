@@ -19,6 +19,7 @@ from segue.data.preprocess import dedup
 from segue.errors import ConfigError
 from segue.evaluation.protocols import EvalSet, Protocol, evaluate, get_protocol
 from segue.models.base import Recommender, build_model
+from segue.training import fit
 from segue.training.checkpoint import save_run
 from segue.training.trainer import History, TrainConfig, seed_everything
 
@@ -102,7 +103,7 @@ def run(
         valid = None if valid is None else valid.with_history(split.train, s)
         test = test.with_history(split.train, s)
     t0 = time.perf_counter()
-    history = model.fit(split.train, valid, cfg, log=log) if model.trainable else model.fit(split.train, valid, cfg)
+    history = fit(model, split.train, valid, cfg, log=log)
     seconds = time.perf_counter() - t0
     ks = tuple(sorted(set(proto.ks) | {10}))
     metrics = evaluate(model, test, ks=ks, metrics=proto.metrics, recall_denominator=proto.recall_denominator)

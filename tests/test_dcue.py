@@ -12,6 +12,7 @@ from segue.data import Interactions
 from segue.errors import ConfigError, DataError
 from segue.models.base import build_model
 from segue.models.dcue import AudioTower, UserTower, hinge_loss, segment_average
+from segue.training import fit
 from segue.training.audio import (
     AudioTrainConfig,
     _NegativeDrawer,
@@ -168,7 +169,8 @@ def test_dcue_fits_on_tiny_data_and_scores_unseen_clips() -> None:
     for shared in (False, True):
         m = build_model("dcue", data.n_users, data.n_items, {"dim": 8, "n_negatives": 3, "shared_negatives": shared})
         seen = []
-        hist = m.fit(
+        hist = fit(
+            m,
             data,
             mels=mels,
             config=AudioTrainConfig(steps=4, batch_size=2, eval_every=2),
@@ -181,20 +183,20 @@ def test_dcue_fits_on_tiny_data_and_scores_unseen_clips() -> None:
         new = m.encode_items(np.random.rand(2, 128, 130).astype(np.float32))
         assert new.shape == (2, 8)
     with pytest.raises(DataError, match="mels must have shape"):
-        m.fit(data, mels=mels[:3])
+        fit(m, data, mels=mels[:3])
     with pytest.raises(DataError, match="needs the clips"):
-        m.fit(data)
+        fit(m, data)
 
 
 def test_item_id_ablation_and_wmf_regression_fit() -> None:
     data = _data()
     m = build_model("dcue-id", data.n_users, data.n_items, {"dim": 8, "n_negatives": 3})
-    m.fit(data, config=AudioTrainConfig(steps=3, batch_size=2))
+    fit(m, data, config=AudioTrainConfig(steps=3, batch_size=2))
     assert m.item_forward(torch.tensor([1, 2])).shape == (2, 8)
     assert torch.isfinite(m.score_all(torch.tensor([1]))[:, 1:]).all()
     mels = np.random.default_rng(0).random((data.n_items, 128, 130)).astype(np.float16)
     r = build_model("wmf-regression", data.n_users, data.n_items, {"factors": 4, "dim": 8, "iterations": 2})
-    r.fit(data, mels=mels, config=AudioTrainConfig(steps=3, batch_size=4, lr=0.01))
+    fit(r, data, mels=mels, config=AudioTrainConfig(steps=3, batch_size=4, lr=0.01))
     assert r.item_vecs.shape == (data.n_items + 1, 4) and r.fitted
     assert r.score(torch.tensor([1]), torch.tensor([[1, 2]])).shape == (1, 2)
     with pytest.raises(ConfigError):

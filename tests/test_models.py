@@ -16,6 +16,7 @@ from segue.errors import ConfigError, DataError, RunDirError
 from segue.evaluation.protocols import EvalSet, evaluate, full_evalset, get_protocol, sampled_evalset
 from segue.models.base import Recommender, build_model, get_model_class, list_models
 from segue.pipeline import load_config_file, prepare, run
+from segue.training import fit
 from segue.training.checkpoint import load_run
 from segue.training.trainer import TrainConfig
 
@@ -107,8 +108,8 @@ def test_mf_bpr_learns_the_planted_clusters(data: Interactions) -> None:
     torch.manual_seed(0)
     m = build_model("mf-bpr", data.n_users, data.n_items, {"dim": 16, "reg": 1e-4})
     before = evaluate(m, test, metrics=("AUC",))["AUC"]
-    hist = m.fit(
-        split.train, valid, TrainConfig(epochs=30, batch_size=64, lr=0.02, progress=False, patience=30), log=None
+    hist = fit(
+        m, split.train, valid, TrainConfig(epochs=30, batch_size=64, lr=0.02, progress=False, patience=30), log=None
     )
     after = evaluate(m, test, metrics=("AUC",))["AUC"]
     assert hist.epochs[-1]["loss"] < hist.epochs[0]["loss"]
@@ -125,7 +126,7 @@ def test_training_is_reproducible_by_seed(data: Interactions) -> None:
         torch.manual_seed(123)  # different global state must not matter: the trainer seeds itself
         m2 = build_model("mf-bpr", data.n_users, data.n_items, {"dim": 8})
         m2.load_state_dict(m.state_dict())
-        m2.fit(split.train, None, FAST, log=None)
+        fit(m2, split.train, None, FAST, log=None)
         weights.append(m2.item_emb.weight.detach().clone())
     torch.testing.assert_close(weights[0], weights[1])
 
@@ -136,7 +137,7 @@ def test_early_stopping_restores_the_best_epoch(data: Interactions) -> None:
     m = build_model("mf-bpr", data.n_users, data.n_items, {"dim": 8})
     lines: list[str] = []
     cfg = TrainConfig(epochs=40, batch_size=64, lr=0.05, patience=2, progress=False)
-    hist = m.fit(split.train, valid, cfg, log=lines.append)
+    hist = fit(m, split.train, valid, cfg, log=lines.append)
     assert len(lines) == len(hist.epochs) and "dev NDCG@10" in lines[0]
     assert hist.best_value == max(e["valid"]["NDCG@10"] for e in hist.epochs)
     assert evaluate(m, valid)["NDCG@10"] == pytest.approx(hist.best_value)
@@ -147,7 +148,7 @@ def test_early_stopping_restores_the_best_epoch(data: Interactions) -> None:
 def test_trainer_rejects_mismatched_data_and_bad_options(data: Interactions) -> None:
     m = build_model("mf-bpr", data.n_users + 1, data.n_items, {"dim": 4})
     with pytest.raises(DataError, match="built for"):
-        m.fit(data, None, FAST, log=None)
+        fit(m, data, None, FAST, log=None)
     with pytest.raises(ConfigError, match="lr must be > 0"):
         TrainConfig(lr=0)
     with pytest.raises(ConfigError, match="Unknown training option"):

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from segue.data.batch import PairBatch
 from segue.data.interactions import Interactions
 from segue.data.playlists import (
     load_playlist_json,
@@ -29,16 +30,29 @@ from segue.evaluation.metrics import compute_metrics, rank_positives
 from segue.evaluation.playlist import member_matrix, owner_evalset, playlist_evalset, playlist_owners
 from segue.evaluation.protocols import evaluate
 from segue.models.base import Context, get_model_class
+from segue.models.losses import LossSpec
 from segue.models.playlist import MASR, MASS, MDR, perturbable, sq_mahalanobis
 from segue.models.playlist_baselines import FISM
-from segue.training.playlist import (
-    PlaylistTrainConfig,
-    adversarial_noise,
-    apr_noise,
-    fit_playlist,
-    normalize_grad,
-    pairwise_bpr,
-)
+from segue.training import fit
+from segue.training.adversarial import Adversary, adversarial_noise, normalize_grad
+from segue.training.playlist import fit_playlist
+from segue.training.playlist import playlist_config as PlaylistTrainConfig
+
+pairwise_bpr = LossSpec("bpr", reduction="sum")  # Eq. 4.30 as the playlist models train it
+
+
+def apr_noise(m: torch.nn.Module, names: list[str], prev: dict, p: torch.Tensor, s: torch.Tensor, ctx: Context,
+              cfg: object) -> dict[str, torch.Tensor]:  # fmt: skip
+    adv = Adversary(names, cfg.adv_eps, cfg.adv_weight, cfg.adv_norm, "std", True, dict(prev))  # type: ignore[attr-defined]
+    return adv.noise(m, PairBatch(p, s, ctx), pairwise_bpr)
+
+
+def perturbed_bpr(m: torch.nn.Module, noise: dict[str, torch.Tensor], p: torch.Tensor, s: torch.Tensor,
+                  ctx: Context) -> torch.Tensor:  # fmt: skip
+    params = dict(m.named_parameters())
+    batch = PairBatch(p, s, ctx)
+    return Adversary(list(noise)).loss_at(m, {n: params[n] + d for n, d in noise.items()}, batch, pairwise_bpr)
+
 
 torch.set_num_threads(1)
 REAL = Path(os.environ.get("SEGUE_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -237,7 +251,7 @@ def test_masr_limits_and_no_trainable_parameters() -> None:
     assert sum(q.numel() for q in half.parameters() if q.requires_grad) == 0
     assert all(q.requires_grad for q in mdr.parameters())  # the originals stay trainable
     with pytest.raises(ConfigError, match="no trainable"):
-        half.fit(toy_playlists())
+        fit(half, toy_playlists())
 
 
 def test_registry_builds_every_playlist_model() -> None:
@@ -253,9 +267,9 @@ def test_bpr_values_and_one_step_reduces_the_gap() -> None:
     gaps = torch.linspace(-3, 3, 7)
     losses = [pairwise_bpr(torch.tensor([[g.item(), 0.0]])).item() for g in gaps]
     assert all(a > b for a, b in itertools.pairwise(losses))
-    assert math.isclose(pairwise_bpr(torch.tensor([[0.0, 1.0, -1.0, 2.0]]), "max").item(), -math.log(1 / (1 + math.e**2)),
+    assert math.isclose(LossSpec("bpr", neg_reduce="max", reduction="sum")(torch.tensor([[0.0, 1.0, -1.0, 2.0]])).item(), -math.log(1 / (1 + math.e**2)),
                         rel_tol=1e-5)  # fmt: skip
-    assert torch.isclose(pairwise_bpr(torch.zeros(2, 5), reduction="sum"), torch.tensor(8 * math.log(2)))
+    assert torch.isclose(LossSpec("bpr", reduction="sum")(torch.zeros(2, 5)), torch.tensor(8 * math.log(2)))
     m = _mdr()
     p, s = torch.tensor([1, 2]), torch.tensor([[1, 2], [3, 4]])
     gap0 = (m.distance(p, s)[:, 0] - m.distance(p, s)[:, 1]).sum()
@@ -280,10 +294,8 @@ def test_apr_zero_noise_is_plain_bpr() -> None:
     cfg = PlaylistTrainConfig(eps=0.0)
     noise = apr_noise(m, perturbable(m), {}, p, s, ctx, cfg)
     assert all(torch.count_nonzero(d) == 0 for d in noise.values())
-    from segue.training.playlist import _perturbed_scores
-
     bpr = pairwise_bpr(m.score(p, s, ctx))
-    total = bpr + 1.0 * pairwise_bpr(_perturbed_scores(m, noise, p, s, ctx))
+    total = bpr + 1.0 * perturbed_bpr(m, noise, p, s, ctx)
     torch.testing.assert_close(total, 2 * bpr)
 
 
@@ -315,11 +327,9 @@ def test_apr_normalize_and_adversarial_direction_increases_loss() -> None:
     torch.testing.assert_close(normalize_grad(torch.tensor([-2.0, 0.0, 1.0])), torch.tensor([-1.0, 0.0, 1.0]))
     m = _mass()
     p, s, ctx = _batch()
-    from segue.training.playlist import _perturbed_scores
-
     base = pairwise_bpr(m.score(p, s, ctx)).item()
     noise = apr_noise(m, perturbable(m), {}, p, s, ctx, PlaylistTrainConfig(eps=0.01))
-    assert pairwise_bpr(_perturbed_scores(m, noise, p, s, ctx)).item() >= base - 1e-6
+    assert perturbed_bpr(m, noise, p, s, ctx).item() >= base - 1e-6
     assert "W1.bias" not in noise and "W1.weight" in noise and "B4" in noise
     assert adversarial_noise({"x": torch.zeros(2, 2)}, {"x": torch.ones(2, 2)}, 1.0)["x"].abs().sum() == 0
 

@@ -6,14 +6,17 @@ import numpy as np
 import pytest
 import torch
 
+from segue.data.batch import PairBatch
 from segue.data.interactions import Interactions
 from segue.errors import ConfigError, DataError
 from segue.evaluation.protocols import evaluate
 from segue.evaluation.sequential import attach_history, concat, sequential_protocol, subsample_users
 from segue.models.base import Context, build_model, get_model_class
+from segue.models.losses import LossSpec
 from segue.models.qualse import QUALE, QUALSE, QUASE, whisker_length
 from segue.pipeline import prepare
-from segue.training.quaternion import adversarial_noise
+from segue.training import fit
+from segue.training.adversarial import Adversary
 from segue.training.trainer import TrainConfig
 from tests.conftest import make_frame
 
@@ -164,25 +167,35 @@ def test_bad_inputs() -> None:
         m.score(users, items[0], ctx)
 
 
+def _qabpr(m: torch.nn.Module) -> Adversary:
+    o = m.adversary_options()  # type: ignore[operator]
+    return Adversary(m.adversary_tables(), o["adv_eps"], o["adv_weight"], o["adv_norm"], o["adv_scale"], o["adv_warm"])  # type: ignore[operator]
+
+
+class _SumScores(LossSpec):
+    def __call__(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores.sum()
+
+
 def test_adversarial_noise_rows() -> None:
     users, items, ctx = _inputs()
+    batch, total = PairBatch(users, items, ctx), _SumScores()
     m = _model("aqualse", eps=0.5)
-    noise = adversarial_noise(m, lambda: m.score(users, items, ctx).sum())
-    assert m._adv is None
+    noise = _qabpr(m).noise(m, batch, total)
     touched = torch.unique(torch.cat([items.flatten(), ctx.history.flatten()]))
-    norms = noise["item_long"].norm(dim=1)
+    norms = noise["item_long.weight"].norm(dim=1)
     assert torch.allclose(norms[touched[touched > 0]], torch.full((len(touched[touched > 0]),), 0.5), atol=1e-5)
     untouched = torch.ones(N_ITEMS + 1, dtype=torch.bool)
     untouched[touched] = False
     assert torch.equal(norms[untouched], torch.zeros(int(untouched.sum())))
     glob = _model("aqualse", eps=0.5, adv_norm="global")
-    gnoise = adversarial_noise(glob, lambda: glob.score(users, items, ctx).sum())
-    assert gnoise["item_short"].norm().item() == pytest.approx(0.5, rel=1e-5)
-    # noise changes the scores only while it is set
-    m._adv = noise
-    perturbed = m.score(users, items, ctx)
-    m._adv = None
-    assert not torch.allclose(perturbed, m.score(users, items, ctx))
+    gnoise = _qabpr(glob).noise(glob, batch, total)
+    assert gnoise["item_short.weight"].norm().item() == pytest.approx(0.5, rel=1e-5)
+    # the noise changes the scores only where it is substituted; the model itself is untouched
+    params = dict(m.named_parameters())
+    perturbed = _qabpr(m).loss_at(m, {n: params[n] + d for n, d in noise.items()}, batch, total)
+    assert not torch.allclose(perturbed, m.score(users, items, ctx).sum())
+    assert not any(p.grad is not None for p in m.parameters())
 
 
 def _toy() -> Interactions:
@@ -195,12 +208,13 @@ def test_qabpr_training_runs_and_restores_best() -> None:
     m = build_model("aquale", data.n_users, data.n_items, {"dim": 8, "l": 8, "adv_epochs": 2})
     valid_h = attach_history(valid, [split.train], 8)
     cfg = TrainConfig(epochs=2, batch_size=64, n_negatives=4, progress=False, monitor="NDCG@10")
-    hist = m.fit(split.train, valid_h, cfg, log=None)
-    assert [e["phase"] for e in hist.epochs] == ["bpr", "qabpr", "qabpr"]
+    hist = fit(m, split.train, valid_h, cfg, log=None)
+    assert [e["phase"] for e in hist.epochs] == ["adversarial"] * 3 and hist.epochs[0]["epoch"] == 0
+    assert len(hist.stages["plain"]["epochs"]) == 2
     assert hist.best_value == pytest.approx(evaluate(m, valid_h, ks=(10,), metrics=("NDCG",))["NDCG@10"])
-    assert m._adv is None and m.fitted
+    assert m.fitted
     with pytest.raises(ConfigError, match="loss='bpr'"):
-        m.fit(split.train, valid_h, TrainConfig(loss="hinge", progress=False), log=None, pretrained=True)
+        fit(m, split.train, valid_h, TrainConfig(loss="hinge", progress=False), log=None, pretrained=True)
 
 
 def test_plain_fit_learns_clustered_tastes() -> None:
@@ -210,7 +224,7 @@ def test_plain_fit_learns_clustered_tastes() -> None:
     test_h = attach_history(test, [split.train, split.valid], 8)
     before = evaluate(m, test_h, ks=(10,), metrics=("NDCG",))["NDCG@10"]
     cfg = TrainConfig(epochs=6, batch_size=64, n_negatives=4, lr=0.02, progress=False)
-    m.fit(split.train, None, cfg, log=None)
+    fit(m, split.train, None, cfg, log=None)
     after = evaluate(m, test_h, ks=(10,), metrics=("NDCG",))["NDCG@10"]
     assert after > before + 0.05
 

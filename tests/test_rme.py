@@ -27,6 +27,7 @@ from segue.models.rme import (
     dislike_probabilities,
     n_dislike_draws,
 )
+from segue.training import fit
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not REAL_DATA.is_dir() and os.environ.get("SEGUE_DATA_DIR"):
@@ -217,8 +218,8 @@ def test_rme_without_embeddings_is_wmf() -> None:
     opts = {"factors": 5, "reg": 0.3, "max_iter": 4, "dtype": "float64", "init_std": 0.1}
     rme = build_model("rme", train.n_users, train.n_items, opts | {"w": 0.0})
     wmf = build_model("wmf-als", train.n_users, train.n_items, opts)
-    rme.fit(train, None, dislikes=dis)
-    wmf.fit(train, None)
+    fit(rme, train, None, dislikes=dis)
+    fit(wmf, train, None)
     assert rme.solver_.m.X is not None and rme.solver_.m.Y is not None and rme.solver_.m.Z is not None
     assert torch.allclose(rme.user_emb.weight, wmf.user_emb.weight, atol=1e-6)
     assert torch.allclose(rme.item_emb.weight, wmf.item_emb.weight, atol=1e-6)
@@ -349,17 +350,17 @@ def test_fit_variants_with_early_stopping_and_algorithm_2() -> None:
     n_u, n_i = sp_.train.n_users, sp_.train.n_items
     opts = {"factors": 6, "reg": 1.0, "max_iter": 6, "item_cap": None, "user_cap": None}
     explicit = build_model("rme", n_u, n_i, opts)
-    h = explicit.fit(sp_.train, valid, dislikes=rs.dislikes)
+    h = fit(explicit, sp_.train, valid, dislikes=rs.dislikes)
     assert h.monitor == "NDCG@100" and 1 <= h.best_epoch <= 6 and explicit.em_kept_ is None
     assert explicit.solver_.m.Y is not None and explicit.solver_.m.Y.nnz > 0
     inferred = build_model("rme", n_u, n_i, opts | {"em_iter": 2, "tau": 0.5})
-    h2 = inferred.fit(sp_.train, valid)
+    h2 = fit(inferred, sp_.train, valid)
     stages = {e["stage"] for e in h2.epochs}
     assert "em0-wmf" in stages and "em1" in stages and inferred.em_kept_ in (1, 2)
     with pytest.raises(ConfigError):
-        build_model("rme", n_u, n_i, opts | {"dislikes": "explicit"}).fit(sp_.train, valid)
+        fit(build_model("rme", n_u, n_i, opts | {"dislikes": "explicit"}), sp_.train, valid)
     separate = build_model("rme", n_u, n_i, opts | {"separate": True})
-    h3 = separate.fit(sp_.train, valid, dislikes=rs.dislikes)
+    h3 = fit(separate, sp_.train, valid, dislikes=rs.dislikes)
     assert any(e["stage"] == "als-items" for e in h3.epochs)
     ids, _ = separate.recommend(np.array([1, 2]), 3, exclude=sp_.train.to_csr())
     assert ids.shape == (2, 3)
@@ -373,7 +374,7 @@ def test_item2vec_scores_are_summed_cosines() -> None:
     rs = movielens_split(data, min_user=2, min_item=2)
     sp_ = rs.split
     model = build_model("item2vec", sp_.train.n_users, sp_.train.n_items, {"dim": 8, "epochs": 3})
-    h = model.fit(sp_.train, full_evalset(sp_, "valid"))
+    h = fit(model, sp_.train, full_evalset(sp_, "valid"))
     assert 1 <= h.best_epoch <= 3
     e = model.item_emb.weight.detach().numpy()
     x = sp_.train.to_csr()
@@ -418,14 +419,14 @@ def test_wmf_als_reaches_implicit_ndcg_on_ml100k() -> None:
     sp_ = rs.split
     valid, test = full_evalset(sp_, "valid"), full_evalset(sp_, "test")
     ours = build_model("wmf-als", sp_.train.n_users, sp_.train.n_items, {"factors": 40, "reg": 1.0})
-    ours.fit(sp_.train, valid)
+    fit(ours, sp_.train, valid)
     ref = build_model(
         "wmf",
         sp_.train.n_users,
         sp_.train.n_items,
         {"factors": 40, "regularization": 1.0, "alpha": 10.0, "iterations": max(ours.best_sweep_, 1)},
     )
-    ref.fit(sp_.train, valid)
+    fit(ref, sp_.train, valid)
     kw = {"ks": (20,), "metrics": ("NDCG",), "recall_denominator": "min_k"}
     a, b = evaluate(ours, test, **kw)["NDCG@20"], evaluate(ref, test, **kw)["NDCG@20"]
     assert abs(a - b) < 0.02 + 0.15 * max(a, b)

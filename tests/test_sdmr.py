@@ -13,6 +13,7 @@ from segue.evaluation.protocols import get_protocol
 from segue.models.base import Context, build_model
 from segue.models.sdmr import SDM, SDMR, SDP, masked_softmin
 from segue.pipeline import prepare, run
+from segue.training import fit
 from segue.training.trainer import TrainConfig
 
 FAST = TrainConfig(epochs=1, batch_size=64, n_negatives=4, progress=False, lr=0.01)
@@ -265,7 +266,7 @@ def test_sdmr_freezes_parts_and_learns_fusion(data: Interactions) -> None:
     ).model
     m = SDMR.from_parts(sdp, sdm)  # type: ignore[arg-type]
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    m.fit(split.train, valid.with_history(split.train, 3), FAST, log=None)
+    fit(m, split.train, valid.with_history(split.train, 3), FAST, log=None)
     after = m.state_dict()
     for k, v in before.items():
         if k.startswith("fusion"):

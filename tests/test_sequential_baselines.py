@@ -11,6 +11,7 @@ from segue.evaluation.protocols import evaluate
 from segue.evaluation.sequential import attach_history, sequential_protocol
 from segue.models.base import Context, build_model
 from segue.pipeline import prepare
+from segue.training import fit
 from segue.training.trainer import TrainConfig
 from tests.conftest import make_frame
 
@@ -144,6 +145,6 @@ def test_learns_clustered_tastes(name: str, loss: str) -> None:
     test_h = attach_history(test, [split.train, split.valid], m.history_length())
     before = evaluate(m, test_h, ks=(10,), metrics=("NDCG",))["NDCG@10"]
     cfg = TrainConfig(epochs=4, batch_size=64, lr=0.02, loss=loss, n_negatives=4, progress=False)
-    m.fit(split.train, None, cfg, log=None)
+    fit(m, split.train, None, cfg, log=None)
     after = evaluate(m, test_h, ks=(10,), metrics=("NDCG",))["NDCG@10"]
     assert after > before + 0.05

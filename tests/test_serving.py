@@ -44,6 +44,9 @@ class _AttentionToy(Recommender):
     name: ClassVar[str] = "test-serving-attention"
     trainable: ClassVar[bool] = False
 
+    def fit(self, train: Any, monitor: Any = None) -> None:
+        self.fitted = True
+
     @dataclass
     class Config:
         dim: int = 8
@@ -69,6 +72,9 @@ class _ContextToy(Recommender):
     measure: ClassVar[Any] = "dot"
     needs: ClassVar[frozenset[str]] = frozenset({"group"})
     trainable: ClassVar[bool] = False
+
+    def fit(self, train: Any, monitor: Any = None) -> None:
+        self.fitted = True
 
     @dataclass
     class Config:

@@ -12,6 +12,7 @@ from segue.data import Interactions
 from segue.errors import ConfigError, DataError
 from segue.models.base import build_model
 from segue.models.tripletrec import WeightedDistance, k_hot_groups, lda_topics, make_triples
+from segue.training import fit
 from segue.training.audio import retrieval_accuracy, triplet_config
 
 torch.set_num_threads(1)
@@ -143,14 +144,14 @@ def test_tripletrec_and_twonet_fit_on_separable_features() -> None:
     for name in ("tripletrec", "twonet"):
         m = _model(name, 42)
         with pytest.warns(UserWarning):
-            m.fit(data, features=feats, topics=topics, config=triplet_config(steps=60, batch_size=64, lr=0.05))
+            fit(m, data, features=feats, topics=topics, config=triplet_config(steps=60, batch_size=64, lr=0.05))
         results[name] = retrieval_accuracy(m, feats, topics, np.arange(1, 43))
         s = m.score_all(torch.tensor([1, 127]))
         assert s.shape == (2, 43) and torch.isinf(s[:, 0]).all()
     r = results["tripletrec"]
     assert r["song_song_accuracy"] > 0.5 > 3 * r["song_song_chance"]
     with pytest.raises(DataError, match="needs features"):
-        _model().fit(data)
+        fit(_model(), data)
 
 
 def test_lda_path_on_tag_documents() -> None:

@@ -66,6 +66,10 @@ class PairBatch:
     def __len__(self) -> int:
         return int(self.users.shape[0])
 
+    def to(self, device: torch.device | str) -> PairBatch:
+        ctx = None if self.context is None else self.context.to(device)
+        return PairBatch(self.users.to(device), self.items.to(device), ctx)
+
 
 @dataclass
 class SequenceBatch:
@@ -83,6 +87,9 @@ class SequenceBatch:
 
     def __len__(self) -> int:
         return int(self.users.shape[0])
+
+    def to(self, device: torch.device | str) -> SequenceBatch:
+        return SequenceBatch(*(t.to(device) for t in (self.users, self.inputs, self.targets, self.negatives)))
 
 
 __all__ = ["BATCH_KINDS", "Context", "PairBatch", "SequenceBatch"]

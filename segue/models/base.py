@@ -4,10 +4,11 @@ The evaluator and the server call only :meth:`Recommender.score`,
 :meth:`Recommender.score_all` and :meth:`Recommender.recommend` (plus the vectors for ANN
 serving). Scores are "higher is better": distance models return minus the distance.
 
-A model never reads files: it receives :class:`~segue.data.interactions.Interactions`
-and tensors. Gradient-trained models inherit :meth:`Recommender.fit`, which hands them to
-:class:`segue.training.trainer.Trainer`; closed-form models (popularity, kNN, ALS)
-override ``fit``.
+A model never reads files and never imports training or evaluation: it *declares* what the
+shared machinery needs (its :meth:`~Recommender.loss` on a batch of its :attr:`~Recommender.batch_kind`,
+the tables an adversary may perturb, the parts of staged training) and
+:func:`segue.training.fit` runs it. Closed-form models (popularity, kNN, ALS) implement
+``fit(train, monitor=None)`` themselves, with a dev monitor callback as ``implicit`` does.
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
-from segue.data.batch import Context
+from segue.data.batch import BATCH_KINDS, Context
 from segue.errors import ConfigError, DataError
+from segue.models.losses import LossSpec
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
-    from segue.evaluation.protocols import EvalSet
-    from segue.training.trainer import History, TrainConfig
 
 Measure = Literal["dot", "cosine", "l2"]
 
@@ -47,8 +47,12 @@ class Recommender(nn.Module):
     measure: ClassVar[Measure | None] = None
     #: Context keys the model needs (subset of {"history", "group", "features"}).
     needs: ClassVar[frozenset[str]] = frozenset()
-    #: Whether the generic gradient trainer fits this model.
+    #: Whether the trainer fits this model by gradient steps; closed-form models (``False``) implement
+    #: ``fit(train, monitor=None, **extras)`` themselves, where ``monitor(model, "NDCG@10")`` returns a
+    #: dev metric, and return ``None`` or a History-shaped dict (``epochs``, ``best_epoch``, ...).
     trainable: ClassVar[bool] = True
+    #: The batch kind the trainer builds for this model (one of segue.data.batch.BATCH_KINDS).
+    batch_kind: ClassVar[str] = "pairs"
     #: Trainer options this model is tuned for (override TrainConfig's generic defaults;
     #: a config file or command-line flag overrides these in turn).
     train_defaults: ClassVar[dict[str, Any]] = {}
@@ -142,18 +146,42 @@ class Recommender(nn.Module):
         """Query embeddings (B, d) for users (and context), see :meth:`item_vectors`."""
         raise NotImplementedError(f"{type(self).__name__} has no query vectors for ANN retrieval.")
 
-    # -- training -----------------------------------------------------------------------
-    def fit(
-        self,
-        train: Interactions,
-        valid: EvalSet | None = None,
-        config: TrainConfig | None = None,
-        **kwargs: Any,
-    ) -> History:
-        """Fit on ``train``; gradient models use the generic trainer with early stopping on ``valid``."""
-        from segue.training.trainer import TrainConfig, Trainer
+    # -- what a model declares for training ------------------------------------------------
+    def loss(self, batch: Any, spec: LossSpec) -> Tensor:
+        """The data loss on one training batch of :attr:`batch_kind` (the trainer adds :meth:`regularization`).
 
-        return Trainer(config or TrainConfig(), **kwargs).fit(self, train, valid)
+        Default: ``spec`` (pairwise or pointwise) over :meth:`score` of ``[positive, negatives]``.
+        """
+        return spec(self.score(batch.users, batch.items, batch.context))
+
+    def adversary_tables(self) -> list[str]:
+        """Names of the parameters an adversary may perturb (APR, QABPR); empty for none."""
+        return []
+
+    @property
+    def adversarial(self) -> bool:
+        """Whether training ends with an adversarial stage over :meth:`adversary_tables`."""
+        return False
+
+    def adversary_options(self) -> dict[str, Any]:
+        """Trainer options of the adversarial stage that this model's config fixes (``adv_*`` keys)."""
+        return {}
+
+    def parts(self) -> dict[str, Recommender]:
+        """Sub-models still to be trained before this one (staged training); empty for none."""
+        return {}
+
+    def assemble(
+        self, train: Interactions, parts: dict[str, Recommender], *, seed: int = 0, context: str = "history"
+    ) -> None:
+        """Called before this model's own stage with the :meth:`parts` just trained (maybe none): copy or freeze them."""
+
+    def final_stage_options(self) -> dict[str, Any]:
+        """Trainer options that differ for this model's own stage after its parts (e.g. a fine-tuning lr)."""
+        return {}
+
+    def prepare(self, train: Interactions) -> None:
+        """Called by the trainer before training on ``train``: derive data-sized tables (owners, neighbourhoods)."""
 
     def history_length(self) -> int:
         """Length s of the history window a sequential model reads (0 for models without one)."""
@@ -226,6 +254,12 @@ def register(cls: type[Recommender]) -> type[Recommender]:
     """Class decorator adding a model to the registry under ``cls.name``."""
     if not cls.name:
         raise ConfigError(f"{cls.__name__} has no registry name.")
+    if cls.batch_kind not in BATCH_KINDS:
+        raise ConfigError(f"{cls.__name__} declares batch kind {cls.batch_kind!r}; known: {', '.join(BATCH_KINDS)}.")
+    if cls.trainable and cls.score is Recommender.score and cls.loss is Recommender.loss:
+        raise ConfigError(f"{cls.__name__} declares neither a score nor a loss, so the trainer cannot fit it.")
+    if not cls.trainable and not callable(getattr(cls, "fit", None)):
+        raise ConfigError(f"{cls.__name__} is closed-form (trainable = False) but implements no fit(train, monitor).")
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -267,3 +301,5 @@ def build_model(name: str, n_users: int, n_items: int, options: dict[str, Any] |
 
 
 ModelFactory = Callable[[int, int], Recommender]
+#: A dev-set callback handed to closed-form ``fit``: ``monitor(model, "NDCG@10")`` -> the metric.
+Monitor = Callable[[Recommender, str], float]

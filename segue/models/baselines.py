@@ -20,8 +20,7 @@ from segue.models.base import Context, Recommender, register
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
-    from segue.evaluation.protocols import EvalSet
-    from segue.training.trainer import History
+    from segue.models.base import Monitor
 
 
 def _check_train(model: Recommender, train: Interactions) -> None:
@@ -32,12 +31,6 @@ def _check_train(model: Recommender, train: Interactions) -> None:
             f"The training data has {train.n_users} users and {train.n_items} items "
             f"but the model was built for {model.n_users} and {model.n_items}."
         )
-
-
-def _closed_form_history(seconds: float) -> History:
-    from segue.training.trainer import History
-
-    return History(epochs=[{"epoch": 1, "loss": None, "seconds": seconds}], best_epoch=1)
 
 
 @register
@@ -55,14 +48,10 @@ class Popularity(Recommender):
         super().__init__(n_users, n_items, config)
         self.register_buffer("counts", torch.zeros(n_items + 1))
 
-    def fit(self, train: Interactions, valid: EvalSet | None = None, config: Any = None, **kwargs: Any) -> History:
-        import time
-
-        t0 = time.perf_counter()
+    def fit(self, train: Interactions, monitor: Monitor | None = None, **extras: Any) -> None:
         _check_train(self, train)
         self.counts = torch.as_tensor(train.item_counts(), dtype=torch.float32)
         self.fitted = True
-        return _closed_form_history(time.perf_counter() - t0)
 
     def score(self, users: Tensor, items: Tensor, context: Context | None = None) -> Tensor:
         return self.counts.to(items.device)[items]
@@ -114,10 +103,7 @@ class ItemKNN(Recommender):
         self.register_buffer("hist_indptr", torch.zeros(n_users + 2, dtype=torch.long))
         self._sim_t: Tensor | None = None
 
-    def fit(self, train: Interactions, valid: EvalSet | None = None, config: Any = None, **kwargs: Any) -> History:
-        import time
-
-        t0 = time.perf_counter()
+    def fit(self, train: Interactions, monitor: Monitor | None = None, **extras: Any) -> None:
         _check_train(self, train)
         x = train.to_csr()
         x.data[:] = 1.0
@@ -138,7 +124,6 @@ class ItemKNN(Recommender):
         self.hist_indices = torch.as_tensor(x.indices, dtype=torch.long)
         self._sim_t = None
         self.fitted = True
-        return _closed_form_history(time.perf_counter() - t0)
 
     def _similarity_t(self) -> Tensor:
         """S transposed, as sparse CSR: row j holds sim(i, j) for the neighbours i of j."""

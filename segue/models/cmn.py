@@ -45,8 +45,6 @@ from segue.models.base import Context, Recommender, register
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
-    from segue.evaluation.protocols import EvalSet
-    from segue.training.trainer import History, TrainConfig
 
 #: Elements of the largest (cases, candidates, neighbours, d) block materialised at once.
 _BLOCK_ELEMENTS = 1 << 23
@@ -111,7 +109,7 @@ class CMN(Recommender):
         self.has_neighbourhood = False
 
     def set_neighbourhood(self, train: Interactions) -> None:
-        """Build ``N(i)`` from the training rows (done by :meth:`fit`)."""
+        """Build ``N(i)`` from the training rows (the trainer does it through :meth:`prepare`)."""
         if train.n_items != self.n_items:
             raise DataError(f"The training data has {train.n_items} items but the model was built for {self.n_items}.")
         nb = neighbourhoods(train, self.config.max_neighbours, self.config.seed)
@@ -161,24 +159,23 @@ class CMN(Recommender):
         rows = self.user_mem(users).pow(2).sum() + self.out_mem(users).pow(2).sum() + self.item_mem(items).pow(2).sum()
         return self.config.reg * rows / len(users)
 
-    def fit(
-        self,
-        train: Interactions,
-        valid: EvalSet | None = None,
-        config: TrainConfig | None = None,
-        **kwargs: Any,
-    ) -> History:
-        """Build the neighbourhood, pre-train GMF for the memories (CMN++), then train CMN with BPR."""
-        from segue.models.metric_baselines import GMF
-        from segue.training.trainer import TrainConfig, Trainer
-
-        cfg = config or TrainConfig(**self.train_defaults)
+    def prepare(self, train: Interactions) -> None:
         self.set_neighbourhood(train)
+
+    def parts(self) -> dict[str, Recommender]:
+        """CMN++: a GMF of the same size, pre-trained for the user and item memories."""
+        from segue.models.metric_baselines import GMF
+
         c = self.config
-        if c.pretrain:
-            gmf = GMF(self.n_users, self.n_items, GMF.Config(factors=c.dim, init_std=c.init_std, reg=c.reg))
-            Trainer(cfg, **kwargs).fit(gmf, train, valid)
+        if not c.pretrain:
+            return {}
+        return {"gmf": GMF(self.n_users, self.n_items, GMF.Config(factors=c.dim, init_std=c.init_std, reg=c.reg))}
+
+    def assemble(
+        self, train: Interactions, parts: dict[str, Recommender], *, seed: int = 0, context: str = "history"
+    ) -> None:
+        if "gmf" in parts:
+            gmf = parts["gmf"]
             with torch.no_grad():
                 self.user_mem.weight.copy_(gmf.gmf_user.weight)
                 self.item_mem.weight.copy_(gmf.gmf_item.weight)
-        return Trainer(cfg, **kwargs).fit(self, train, valid)

@@ -50,9 +50,7 @@ from segue.errors import ConfigError, DataError, NotFittedError
 from segue.models.base import Context, Measure, Recommender, register
 
 if TYPE_CHECKING:
-    from segue.data.interactions import Interactions
-    from segue.evaluation.protocols import EvalSet
-    from segue.training.trainer import History
+    pass
 
 SEGMENT = 130
 
@@ -159,9 +157,10 @@ def segment_average(tower: nn.Module, mels: Any, batch: int = 256, frames: int =
 
 
 class _AudioRecommender(Recommender):
-    """Shared plumbing: ``fit`` with mels, item vectors held as a buffer after fitting."""
+    """Shared plumbing: clip-trained models whose item vectors are held as a buffer after fitting."""
 
-    trainable: ClassVar[bool] = False
+    #: trained on random crops of each clip's log-mel by segue/training/audio.py (``mels=`` to fit)
+    batch_kind: ClassVar[str] = "clips"
     measure: ClassVar[Measure | None] = "cosine"
 
     def _init_item_buffer(self, dim: int) -> None:
@@ -254,13 +253,6 @@ class DCUE(_AudioRecommender):
             self.item_vecs[1:] = self.encode_items(x)
             self.item_vecs[0] = 0
 
-    def fit(self, train: Interactions, valid: EvalSet | None = None, config: Any = None, **kwargs: Any) -> History:
-        """Train with the hinge loss (see :func:`segue.training.audio.fit_dcue`); ``mels=`` is required."""
-        from segue.training.audio import fit_dcue
-
-        mels = self._check_mels(kwargs.pop("mels", None))
-        return fit_dcue(self, train, mels, config, **kwargs)
-
     def score(self, users: Tensor, items: Tensor, context: Context | None = None) -> Tensor:
         u = F.normalize(self.user_vectors(users), dim=-1, eps=1e-8)
         v = F.normalize(self.item_vecs[items], dim=-1, eps=1e-8)
@@ -291,11 +283,6 @@ class DCUEItemID(DCUE):
 
     def item_forward(self, items: Tensor) -> Tensor:  # type: ignore[override]
         return self.item_tower(items)
-
-    def fit(self, train: Interactions, valid: EvalSet | None = None, config: Any = None, **kwargs: Any) -> History:
-        from segue.training.audio import fit_dcue
-
-        return fit_dcue(self, train, None, config, **kwargs)
 
     def set_item_audio(self, mels: Tensor | np.ndarray | None = None) -> None:
         with torch.no_grad():
@@ -333,34 +320,6 @@ class WMFRegression(_AudioRecommender):
         #: the audio tower regresses factors / target_scale (unit-variance targets); predictions are scaled back
         self.register_buffer("target_scale", torch.ones(()))
         self._init_item_buffer(c.factors)
-
-    def fit(self, train: Interactions, valid: EvalSet | None = None, config: Any = None, **kwargs: Any) -> History:
-        """Fit WMF on ``train`` (implicit ALS), then regress the audio tower onto the factors of the
-        items that have training interactions (:func:`segue.training.audio.fit_regression`)."""
-        from segue.models.base import build_model
-        from segue.training.audio import fit_regression
-
-        mels = self._check_mels(kwargs.pop("mels", None))
-        c = self.config
-        wmf = build_model(
-            "wmf",
-            self.n_users,
-            self.n_items,
-            {
-                "factors": c.factors,
-                "regularization": c.regularization,
-                "alpha": c.alpha,
-                "iterations": c.iterations,
-                "use_weights": c.use_weights,
-                "seed": c.seed,
-            },
-        )
-        wmf.fit(train)
-        with torch.no_grad():
-            self.user_factors.copy_(wmf.user_emb.weight)
-            self.target_factors.copy_(wmf.item_emb.weight)
-        seen = np.unique(train.items)
-        return fit_regression(self, seen, mels, config, **kwargs)
 
     def encode_items(self, mels: Any, batch: int = 256) -> Tensor:
         """Predicted WMF item factors (B, factors) of (B, n_mels, T) clips (segment average)."""

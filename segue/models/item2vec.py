@@ -38,8 +38,7 @@ from segue.models.mf import _DotModel
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
-    from segue.evaluation.protocols import EvalSet
-    from segue.training.trainer import History
+    from segue.models.base import Monitor
 
 
 @register
@@ -90,14 +89,12 @@ class Item2Vec(_DotModel):
             self.user_emb.weight.copy_(torch.from_numpy(np.asarray(users, dtype=np.float32)))
         self.fitted = True
 
-    def fit(self, train: Interactions, valid: EvalSet | None = None, config: Any = None, **kwargs: Any) -> History:
+    def fit(self, train: Interactions, monitor: Monitor | None = None, **extras: Any) -> dict[str, Any]:
         try:
             from gensim.models import Word2Vec
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise ConfigError("item2vec needs the 'gensim' package: pip install 'segue[w2v]'.") from e
-        from segue.evaluation.protocols import evaluate
         from segue.models.baselines import _check_train
-        from segue.training.trainer import History
 
         _check_train(self, train)
         c = self.config
@@ -139,8 +136,8 @@ class Item2Vec(_DotModel):
             model.train(sentences, total_examples=len(sentences), epochs=1, start_alpha=a0, end_alpha=a1)
             self._set_vectors(model, x)
             val = None
-            if valid is not None:
-                val = float(evaluate(self, valid, ks=(c.monitor_k,), metrics=("NDCG",))[key])
+            if monitor is not None:
+                val = monitor(self, key)
             log.append({"epoch": epoch, "loss": None, key: val, "seconds": time.perf_counter() - e0})
             if val is None:
                 best_epoch = epoch
@@ -155,10 +152,10 @@ class Item2Vec(_DotModel):
         if best_state is not None:
             self.load_state_dict(best_state)
         self.fit_seconds_ = time.perf_counter() - t0
-        return History(
-            epochs=log,
-            best_epoch=best_epoch,
-            best_value=None if valid is None else float(best_val),
-            monitor=key if valid is not None else None,
-            stopped_early=valid is not None and best_epoch < c.epochs,
-        )
+        return {
+            "epochs": log,
+            "best_epoch": best_epoch,
+            "best_value": None if monitor is None else float(best_val),
+            "monitor": key if monitor is not None else None,
+            "stopped_early": monitor is not None and best_epoch < c.epochs,
+        }

@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -33,8 +32,6 @@ from segue.models.base import Context, Measure, Recommender, register
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
-    from segue.evaluation.protocols import EvalSet
-    from segue.training.trainer import History, TrainConfig
 
 
 def _emb(n: int, dim: int, std: float, max_norm: float | None = None) -> nn.Embedding:
@@ -218,6 +215,7 @@ class NeuMF(_NCF):
     """GMF and MLP fused in one output layer; ``pretrain`` gives NeuMF++ (see module docstring)."""
 
     name: ClassVar[str] = "neumf"
+    train_defaults: ClassVar[dict[str, Any]] = {"loss": "bce", "n_negatives": 4}
 
     @dataclass
     class Config:
@@ -239,7 +237,6 @@ class NeuMF(_NCF):
         self._build_gmf(n_users, n_items, c.factors, c.init_std)
         self._build_mlp(n_users, n_items, c.factors, c.layers, c.init_std)
         self.h = _output_layer(2 * c.factors)
-        self.pretrained_parts: dict[str, Any] = {}
 
     def score(self, users: Tensor, items: Tensor, context: Context | None = None) -> Tensor:
         _check(self, users, items)
@@ -264,31 +261,24 @@ class NeuMF(_NCF):
             self.h.weight.copy_(torch.cat([c.alpha * gmf.h.weight, (1 - c.alpha) * mlp.h.weight], dim=1))
             self.h.bias.copy_(c.alpha * gmf.h.bias + (1 - c.alpha) * mlp.h.bias)
 
-    def fit(
-        self,
-        train: Interactions,
-        valid: EvalSet | None = None,
-        config: TrainConfig | None = None,
-        **kwargs: Any,
-    ) -> History:
-        from segue.evaluation.protocols import evaluate
-        from segue.training.trainer import TrainConfig, Trainer
-
-        cfg = config or TrainConfig(loss="bce", n_negatives=4)
+    def parts(self) -> dict[str, Recommender]:
+        """NeuMF++: GMF and MLP of the same sizes, pre-trained with the same options."""
         c = self.config
         if not c.pretrain:
-            return Trainer(cfg, **kwargs).fit(self, train, valid)
+            return {}
         gmf = GMF(self.n_users, self.n_items, GMF.Config(factors=c.factors, init_std=c.init_std, reg=c.reg))
         mlp = MLP(
             self.n_users, self.n_items, MLP.Config(factors=c.factors, layers=c.layers, init_std=c.init_std, reg=c.reg)
         )
-        Trainer(cfg, **kwargs).fit(gmf, train, valid)
-        Trainer(cfg, **kwargs).fit(mlp, train, valid)
-        if valid is not None:
-            self.pretrained_parts = {
-                "gmf": evaluate(gmf, valid, ks=(10,)),
-                "mlp": evaluate(mlp, valid, ks=(10,)),
-            }
-        self.load_parts(gmf, mlp)
-        fine = dataclasses.replace(cfg, optimizer=c.finetune_optimizer, lr=c.finetune_lr)
-        return Trainer(fine, **kwargs).fit(self, train, valid)
+        return {"gmf": gmf, "mlp": mlp}
+
+    def assemble(
+        self, train: Interactions, parts: dict[str, Recommender], *, seed: int = 0, context: str = "history"
+    ) -> None:
+        if parts:
+            self.load_parts(parts["gmf"], parts["mlp"])  # type: ignore[arg-type]
+
+    def final_stage_options(self) -> dict[str, Any]:
+        """NeuMF++ fine-tunes the fused model with its own optimizer and learning rate."""
+        c = self.config
+        return {"optimizer": c.finetune_optimizer, "lr": c.finetune_lr} if c.pretrain else {}

@@ -11,7 +11,6 @@ item as in Rendle's gradient).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -24,8 +23,7 @@ from segue.models.base import Context, Measure, Recommender, register
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
-    from segue.evaluation.protocols import EvalSet
-    from segue.training.trainer import History
+    from segue.models.base import Monitor
 
 
 class _DotModel(Recommender):
@@ -143,16 +141,15 @@ class WMF(_DotModel):
         self.user_emb.weight.requires_grad_(False)
         self.item_emb.weight.requires_grad_(False)
 
-    def fit(self, train: Interactions, valid: EvalSet | None = None, config: Any = None, **kwargs: Any) -> History:
+    def fit(self, train: Interactions, monitor: Monitor | None = None, **extras: Any) -> None:
         try:
             from implicit.cpu.als import AlternatingLeastSquares
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise ConfigError("wmf needs the 'implicit' package: pip install 'segue[peers]'.") from e
-        from segue.models.baselines import _check_train, _closed_form_history
+        from segue.models.baselines import _check_train
 
         _check_train(self, train)
         c = self.config
-        t0 = time.perf_counter()
         x = train.to_csr("weight" if (c.use_weights and train.has_weight) else None)
         if (x.data < 0).any():
             raise DataError("wmf needs non-negative interaction weights.")
@@ -176,4 +173,3 @@ class WMF(_DotModel):
             self.user_emb.weight.copy_(torch.as_tensor(np.asarray(model.user_factors)))
             self.item_emb.weight.copy_(torch.as_tensor(np.asarray(model.item_factors)))
         self.fitted = True
-        return _closed_form_history(time.perf_counter() - t0)

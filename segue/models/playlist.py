@@ -20,7 +20,7 @@ model      definition
            ``mode`` us / ps; ``attention`` mem-metric / nonmem-metric / mem-dot / nonmem-dot
 ``masr``   y = a y_MDR + (1 - a) y_MASS over frozen, separately trained MDR and MASS (Eq. 4.29)
 ``amdr``,  the same models trained with APR with flexible noise after BPR pre-training
-``amass``  (M.7, :func:`segue.training.playlist.fit_playlist` with ``apr=True``)
+``amass``  (M.7: they declare ``adversarial`` and their perturbable parameters; segue.training.fit runs it)
 =========  =====================================================================================
 
 Init follows the authors' code (M.6): embeddings N(0, 1/d) with pad row 0, biases 0, B1 = B3 = B4 = 1,
@@ -39,13 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segue.data.groups import playlist_owners
 from segue.errors import ConfigError, DataError
 from segue.models.base import Context, Recommender, register
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
-    from segue.evaluation.protocols import EvalSet
-    from segue.training.trainer import History
 
 
 def _emb(n: int, d: int) -> nn.Embedding:
@@ -82,7 +81,28 @@ class PlaylistModel(Recommender):
     """Base of the playlist models: playlist-keyed queries, an owner table, member-list context."""
 
     needs: ClassVar[frozenset[str]] = frozenset({"group"})
-    trainable: ClassVar[bool] = False  # fitted by segue.training.playlist, not the generic trainer
+    batch_kind: ClassVar[str] = "groups"
+    #: M.6 / M.8: BPR over 4 negatives summed over the batch ([CODE-HINT] sum), Adam 1e-3, batch 256,
+    #: every epoch run (no patience), the best dev epoch by HR@10 then NDCG@10 kept; APR (M.7) for
+    #: the adversarial models: eps 1, reg_adv 1, row-wise flexible noise from the previous batch's.
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "epochs": 50,
+        "batch_size": 256,
+        "lr": 1e-3,
+        "n_negatives": 4,
+        "neg_reduce": "each",
+        "reduction": "sum",
+        "patience": None,
+        "seed": 98765,
+        "eval_batch_size": 128,
+        "monitor": "HR@10,NDCG@10",
+        "adv_epochs": 50,
+        "adv_eps": 1.0,
+        "adv_weight": 1.0,
+        "adv_norm": "row",
+        "adv_scale": "std",
+        "adv_warm": True,
+    }
 
     def __init__(self, n_users: int, n_items: int, config: Any = None) -> None:
         super().__init__(n_users, n_items, config)
@@ -94,6 +114,15 @@ class PlaylistModel(Recommender):
         if n_p and n_p == n_users:
             owner = torch.arange(n_p + 1)
         self.register_buffer("owner", owner.long())
+
+    def prepare(self, train: Interactions) -> None:
+        """Take the playlist owners from the training table when it has the model's users."""
+        if (
+            "playlist" in train.df.columns
+            and self.n_users == train.n_users
+            and len(train.group_maps["playlist"]) == self.n_playlists
+        ):
+            self.set_owners(playlist_owners(train))
 
     def set_owners(self, owner: np.ndarray | Tensor) -> None:
         """Set the (n_playlists + 1,) playlist -> owner user table (entry 0 is the pad)."""
@@ -126,12 +155,6 @@ class PlaylistModel(Recommender):
     def forward(self, users: Tensor, items: Tensor, context: Context | None = None) -> Tensor:
         """The score (so ``torch.func.functional_call`` can evaluate perturbed parameters for APR)."""
         return self.score(users, items, context)
-
-    def fit(self, train: Interactions, valid: EvalSet | None = None, config: Any = None, **kwargs: Any) -> History:
-        """BPR training (M.6) on the playlist table ``train``; see :func:`segue.training.playlist.fit_playlist`."""
-        from segue.training.playlist import fit_playlist
-
-        return fit_playlist(self, train, valid, config, **kwargs)
 
 
 @register
@@ -279,9 +302,14 @@ class MASR(PlaylistModel):
         c = self.config
         if not 0 <= c.alpha <= 1:
             raise ConfigError(f"masr alpha must lie in [0, 1], got {c.alpha}.")
-        self.mdr = MDR(n_users, n_items, MDR.Config(dim=c.dim, n_playlists=c.n_playlists, mode=c.mdr_mode))
-        self.mass = MASS(n_users, n_items, MASS.Config(dim=c.dim, n_playlists=c.n_playlists, mode=c.mass_mode))
-        self.freeze()
+        mdr_cls, mass_cls = self.part_classes()
+        self.mdr = mdr_cls(n_users, n_items, mdr_cls.Config(dim=c.dim, n_playlists=c.n_playlists, mode=c.mdr_mode))
+        self.mass = mass_cls(n_users, n_items, mass_cls.Config(dim=c.dim, n_playlists=c.n_playlists, mode=c.mass_mode))
+        self.pretrained = False
+
+    @classmethod
+    def part_classes(cls) -> tuple[type[MDR], type[MASS]]:
+        return MDR, MASS
 
     @classmethod
     def from_parts(cls, mdr: MDR, mass: MASS, alpha: float = 0.5) -> MASR:
@@ -297,6 +325,7 @@ class MASR(PlaylistModel):
         )
         self.mdr, self.mass = copy.deepcopy(mdr), copy.deepcopy(mass)  # the originals stay trainable
         self.owner = mdr.owner.clone()
+        self.pretrained = True
         self.freeze()
         self.fitted = True
         return self
@@ -314,8 +343,15 @@ class MASR(PlaylistModel):
         a = self.config.alpha
         return a * self.mdr.score(users, items, context) + (1 - a) * self.mass.score(users, items, context)
 
-    def fit(self, train: Interactions, valid: EvalSet | None = None, config: Any = None, **kwargs: Any) -> History:
-        raise ConfigError("masr has no trainable parameters: train mdr and mass, then use MASR.from_parts.")
+    def parts(self) -> dict[str, Recommender]:
+        """MDR and MASS, trained first unless the model was built :meth:`from_parts`."""
+        return {} if self.pretrained else {"mdr": self.mdr, "mass": self.mass}
+
+    def assemble(
+        self, train: Interactions, parts: dict[str, Recommender], *, seed: int = 0, context: str = "history"
+    ) -> None:
+        self.pretrained = True
+        self.freeze()
 
 
 @register
@@ -324,10 +360,12 @@ class AMDR(MDR):
 
     name: ClassVar[str] = "amdr"
 
-    def fit(self, train: Interactions, valid: EvalSet | None = None, config: Any = None, **kwargs: Any) -> History:
-        from segue.training.playlist import fit_playlist
+    @property
+    def adversarial(self) -> bool:
+        return True
 
-        return fit_playlist(self, train, valid, config, apr=True, **kwargs)
+    def adversary_tables(self) -> list[str]:
+        return perturbable(self)
 
 
 @register
@@ -336,10 +374,12 @@ class AMASS(MASS):
 
     name: ClassVar[str] = "amass"
 
-    def fit(self, train: Interactions, valid: EvalSet | None = None, config: Any = None, **kwargs: Any) -> History:
-        from segue.training.playlist import fit_playlist
+    @property
+    def adversarial(self) -> bool:
+        return True
 
-        return fit_playlist(self, train, valid, config, apr=True, **kwargs)
+    def adversary_tables(self) -> list[str]:
+        return perturbable(self)
 
 
 @register
@@ -347,6 +387,10 @@ class AMASR(MASR):
     """MASR over the APR-trained AMDR and AMASS (M.5); build it with :meth:`MASR.from_parts`."""
 
     name: ClassVar[str] = "amasr"
+
+    @classmethod
+    def part_classes(cls) -> tuple[type[MDR], type[MASS]]:
+        return AMDR, AMASS
 
 
 def perturbable(model: nn.Module) -> list[str]:

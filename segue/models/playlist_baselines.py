@@ -7,7 +7,7 @@
 * MF-BPR, CML and NeuMF++ as user->song and playlist->song: no new classes. The foundation models
   (``mf-bpr``, ``cml``, ``neumf``) are trained by the generic trainer on the training rows keyed by
   the owner or by the playlist (:func:`segue.evaluation.playlist.keyed_train`) and evaluated on the
-  same playlist cases re-keyed the same way (:func:`fit_keyed`); the better of the two on dev is
+  same playlist cases re-keyed the same way (:func:`segue.training.playlist.fit_keyed`); the better of the two on dev is
   reported, as the paper did (M.10).
 * Not implemented: CMN++ (memory network over neighbour users) and the sequential baselines of
   group 3 (PRME, TransRec, Caser are in ``segue.models.sequential_sdmr`` but need an order, and the
@@ -19,12 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from segue.errors import ConfigError
-from segue.models.base import Context, Recommender, build_model, register
+from segue.models.base import Context, register
 from segue.models.playlist import PlaylistModel, _emb
 
 
@@ -57,28 +56,4 @@ class FISM(PlaylistModel):
         return (self.Q(items) * agg[:, None, :]).sum(-1) + self.bias[items]
 
 
-def fit_keyed(
-    name: str,
-    split: Any,
-    key: str,
-    dev: Any,
-    owners: np.ndarray,
-    options: dict[str, Any] | None = None,
-    train_config: Any = None,
-) -> Recommender:
-    """Train foundation model ``name`` as a ``key``->song model (key = user or playlist) and return it.
-
-    The returned model carries ``eval_key`` (``"user"`` / ``"playlist"``) telling which ids its
-    evaluation cases need (:func:`segue.evaluation.playlist.owner_evalset` for ``"user"``).
-    """
-    from segue.evaluation.playlist import keyed_train, owner_evalset
-
-    train = keyed_train(split.train, key)
-    model = build_model(name, train.n_users, train.n_items, options)
-    valid = owner_evalset(dev, owners) if key == "user" else dev
-    model.fit(train, valid, train_config, log=None)
-    model.eval_key = key  # type: ignore[attr-defined]
-    return model
-
-
-__all__ = ["FISM", "fit_keyed"]
+__all__ = ["FISM"]

@@ -29,7 +29,7 @@ oldest first, left-padded with 0 (``w`` = :meth:`history_length`), and score can
     is the weight-fixing ablation ``o = c o(short) + (1 - c) o(long)``.
 ``aquale``, ``aquase``, ``aqualse`` - the same models trained with QABPR (B.6)
     ``adversarial=True``: BPR first (best dev checkpoint), then the quaternion adversarial
-    BPR of Eqs. 5.39-5.41 (:mod:`segue.training.quaternion`): noise ``delta`` on every user and
+    BPR of Eqs. 5.39-5.41 (the shared adversary, :mod:`segue.training.adversarial`): noise ``delta`` on every user and
     item quaternion table (``U(long), P(long), P(short), U(g), P(g)``), by the fast gradient
     method, ``eps * g / ||g||`` per embedding row over the full ``d`` ([AMBIG] default;
     ``adv_norm="global"`` is the flag), ``lambda_adv = 1``, noise only in training,
@@ -71,8 +71,6 @@ from segue.models.quaternion import (
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
-    from segue.evaluation.protocols import EvalSet
-    from segue.training.trainer import History, TrainConfig
 
 
 def whisker_length(train: Interactions, minimum: int = 5) -> int:
@@ -115,18 +113,28 @@ class _QuaternionModel(Recommender):
             raise ConfigError(
                 f"{self.name} needs eps, adv_weight, adv_epochs >= 0 and adv_norm row or global, got {c}."
             )
-        self._adv: dict[str, Tensor] | None = None
 
-    # -- embeddings (QABPR adds its noise here) ---------------------------------------------
+    # -- embeddings (QABPR perturbs these tables through the shared adversary) -----------------
     def adv_tables(self) -> tuple[str, ...]:
         return tuple(n for n in (*self.user_tables, *self.item_tables) if getattr(self, n, None) is not None)
 
+    def adversary_tables(self) -> list[str]:
+        return [f"{t}.weight" for t in self.adv_tables()]
+
+    @property
+    def adversarial(self) -> bool:
+        return bool(self.config.adversarial)
+
+    def adversary_options(self) -> dict[str, Any]:
+        """QABPR (B.6): unit-scale noise from delta = 0 each batch, per row or over the table (Eq. 5.40)."""
+        c = self.config
+        norm = "row" if c.adv_norm == "row" else "tensor"
+        return {"adv_epochs": c.adv_epochs, "adv_eps": c.eps, "adv_weight": c.adv_weight, "adv_norm": norm,
+                "adv_scale": "unit", "adv_warm": False, "loss": "bpr"}  # fmt: skip
+
     def table(self, name: str) -> Tensor:
-        """The weight of an embedding table, plus the QABPR noise while it is set."""
-        weight = getattr(self, name).weight
-        if self._adv is not None and name in self._adv:
-            weight = weight + self._adv[name]
-        return weight
+        """The weight of an embedding table (the adversary substitutes a perturbed one while it runs)."""
+        return getattr(self, name).weight
 
     def lookup(self, name: str, ids: Tensor) -> Tensor:
         return F.embedding(ids, self.table(name), padding_idx=0)
@@ -143,21 +151,6 @@ class _QuaternionModel(Recommender):
             theta = sum(p.pow(2).sum() for p in self.parameters() if id(p) not in emb)
             total = total + c.reg_theta * theta
         return total
-
-    def fit(
-        self,
-        train: Interactions,
-        valid: EvalSet | None = None,
-        config: TrainConfig | None = None,
-        **kwargs: Any,
-    ) -> History:
-        """BPR through the generic trainer; with ``adversarial`` BPR then QABPR (``pretrained=True`` skips BPR)."""
-        if not self.config.adversarial:
-            kwargs.pop("pretrained", None)
-            return super().fit(train, valid, config, **kwargs)
-        from segue.training.quaternion import fit_qabpr
-
-        return fit_qabpr(self, train, valid, config, **kwargs)
 
 
 # -- QUALE ------------------------------------------------------------------------------------------

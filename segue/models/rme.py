@@ -74,8 +74,7 @@ from segue.models.mf import _DotModel
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
-    from segue.evaluation.protocols import EvalSet
-    from segue.training.trainer import History
+    from segue.models.base import Monitor
 
 #: A row block of a weight matrix is densified for the Gram product above this density
 #: (a dense GEMM beats scipy's sparse x dense product by ~15x per flop on one core).
@@ -574,19 +573,16 @@ class RME(_DotModel):
         self.state_ = s
         self.fitted = True
 
-    def _monitor(self, s: RMEState, valid: EvalSet | None) -> float | None:
-        if valid is None:
+    def _monitor(self, s: RMEState, monitor: Monitor | None) -> float | None:
+        if monitor is None:
             return None
-        from segue.evaluation.protocols import evaluate
-
         self.set_state(s)
-        k = self.config.monitor_k
-        return float(evaluate(self, valid, ks=(k,), metrics=("NDCG",), recall_denominator="min_k")[f"NDCG@{k}"])
+        return monitor(self, f"NDCG@{self.config.monitor_k}")
 
     def run_als(
         self,
         solver: RMESolver,
-        valid: EvalSet | None,
+        monitor: Monitor | None,
         log: list[dict[str, Any]],
         stage: str = "als",
         separate: bool | None = None,
@@ -612,7 +608,7 @@ class RME(_DotModel):
                 solver.sweep(s)
             secs = time.perf_counter() - t0
             self.sweep_seconds.append(secs)
-            val = self._monitor(s, valid)
+            val = self._monitor(s, monitor)
             log.append({"stage": stage, "epoch": it, "loss": None, f"NDCG@{c.monitor_k}": val, "seconds": secs})
             if val is None:
                 best, best_it = s, it
@@ -620,7 +616,7 @@ class RME(_DotModel):
                 best, best_val, best_it = s.copy(), val, it
             else:
                 break
-        return best, (None if valid is None else float(best_val)), best_it
+        return best, (None if monitor is None else float(best_val)), best_it
 
     def _item_phase(self, solver: RMESolver, s: RMEState, log: list[dict[str, Any]], stage: str) -> None:
         """Separate learning, phase 1: beta, gamma, delta and item biases on the LIE and DIE terms only."""
@@ -669,11 +665,11 @@ class RME(_DotModel):
         r, cc = np.concatenate(rows_out), np.concatenate(cols_out)
         return _binary(sp.csr_matrix((np.ones(len(r)), (r, cc)), shape=liked.shape))
 
-    def _fit_inferred(self, mats: RMEMatrices, valid: EvalSet | None, log: list[dict[str, Any]]) -> RMEState:
+    def _fit_inferred(self, mats: RMEMatrices, monitor: Monitor | None, log: list[dict[str, Any]]) -> RMEState:
         """Algorithm 2: WMF first, then E/M steps while validation NDCG@k improves (X and Z built once)."""
         c = self.config
         wmf_solver = self.make_solver(RMEMatrices(mats.M))
-        state, _, _ = self.run_als(wmf_solver, valid, log, stage="em0-wmf", separate=False)
+        state, _, _ = self.run_als(wmf_solver, monitor, log, stage="em0-wmf", separate=False)
         gen = torch.Generator().manual_seed(c.seed)
         best: RMEState | None = None
         prev = 0.0
@@ -681,7 +677,7 @@ class RME(_DotModel):
             disliked = self.draw_dislikes(state, mats.M, c.tau, gen)
             Y = sppmi_matrix(disliked, shift=c.shift, cap=c.item_cap, seed=c.cooc_seed)
             solver = self.make_solver(RMEMatrices(mats.M, mats.X, Y, mats.Z))
-            cand, val, it = self.run_als(solver, valid, log, stage=f"em{em}")
+            cand, val, it = self.run_als(solver, monitor, log, stage=f"em{em}")
             log.append({"stage": f"em{em}", "epoch": 0, "dislikes": int(disliked.nnz), "Y_nnz": int(Y.nnz)})
             if best is None or val is None or val > prev:
                 best, state, prev = cand, cand, (0.0 if val is None else val)
@@ -697,19 +693,18 @@ class RME(_DotModel):
     def fit(
         self,
         train: Interactions,
-        valid: EvalSet | None = None,
+        monitor: Monitor | None = None,
         config: Any = None,
         *,
         dislikes: Interactions | sp.spmatrix | None = None,
         **kwargs: Any,
-    ) -> History:
+    ) -> dict[str, Any]:
         """Fit on the liked ``train`` rows; ``dislikes`` are explicit disliked items (same ids), if known.
 
-        Early stopping uses validation NDCG@``monitor_k`` of ``valid`` (a full-ranking EvalSet);
-        without ``valid`` every fit runs ``max_iter`` sweeps.
+        Early stopping uses the dev NDCG@``monitor_k`` that ``monitor`` reports (a full-ranking dev set);
+        without ``monitor`` every fit runs ``max_iter`` sweeps.
         """
         from segue.models.baselines import _check_train
-        from segue.training.trainer import History
 
         _check_train(self, train)
         c = self.config
@@ -732,16 +727,16 @@ class RME(_DotModel):
         log: list[dict[str, Any]] = []
         mats = self.build_matrices(liked, None if infer else disliked)
         if infer:
-            best = self._fit_inferred(mats, valid, log)
+            best = self._fit_inferred(mats, monitor, log)
         else:
             self.solver_ = self.make_solver(mats)
-            best, _, self.best_sweep_ = self.run_als(self.solver_, valid, log)
+            best, _, self.best_sweep_ = self.run_als(self.solver_, monitor, log)
         self.set_state(best)
-        monitor = f"NDCG@{c.monitor_k}" if valid is not None else None
-        history = History(epochs=log, monitor=monitor, best_epoch=self.best_sweep_)
-        if valid is not None:
-            history.best_value = self._monitor(best, valid)
-            history.stopped_early = self.best_sweep_ < c.max_iter
+        history: dict[str, Any] = {"epochs": log, "best_epoch": self.best_sweep_}
+        if monitor is not None:
+            history["monitor"] = f"NDCG@{c.monitor_k}"
+            history["best_value"] = self._monitor(best, monitor)
+            history["stopped_early"] = self.best_sweep_ < c.max_iter
         self.fit_seconds_ = time.perf_counter() - t0
         return history
 

@@ -52,8 +52,6 @@ from segue.models.base import Context, Recommender, checked_history, register
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
-    from segue.evaluation.protocols import EvalSet
-    from segue.training.trainer import History, TrainConfig
 
 #: Elements of the largest (cases, candidates, s, d) block SDM materialises at once.
 _BLOCK_ELEMENTS = 1 << 23
@@ -441,24 +439,17 @@ class SDMR(Recommender):
             return self.sdp.regularization(users, items) + self.sdm.regularization(users, items)
         return torch.zeros((), device=users.device)
 
-    def fit(
-        self,
-        train: Interactions,
-        valid: EvalSet | None = None,
-        config: TrainConfig | None = None,
-        **kwargs: Any,
-    ) -> History:
-        """Pre-train SDP and SDM (unless given), freeze them (unless ``retrain``), then learn the fusion."""
-        from segue.training.trainer import TrainConfig, Trainer
+    def parts(self) -> dict[str, Recommender]:
+        """SDP and SDM, pre-trained first unless the model was built :meth:`from_parts`."""
+        return {} if self.pretrained else {"sdp": self.sdp, "sdm": self.sdm}
 
-        cfg = config or TrainConfig()
-        if not self.pretrained:
-            Trainer(cfg, **kwargs).fit(self.sdp, train, valid)
-            Trainer(cfg, **kwargs).fit(self.sdm, train, valid)
-            self.pretrained = True
+    def assemble(
+        self, train: Interactions, parts: dict[str, Recommender], *, seed: int = 0, context: str = "history"
+    ) -> None:
+        """Freeze SDP and SDM (unless ``retrain``), then start ``b_u`` in the ReLU's active range."""
+        self.pretrained = True
         frozen = not self.config.retrain
         self.sdp.requires_grad_(not frozen)
         self.sdm.requires_grad_(not frozen)
         if self.config.bias_init == "active" and self.config.activation == "relu":
-            self.init_bias(train, seed=cfg.seed, context=cfg.context)
-        return Trainer(cfg, **kwargs).fit(self, train, valid)
+            self.init_bias(train, seed=seed, context=context)

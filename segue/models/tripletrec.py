@@ -40,9 +40,7 @@ from segue.errors import ConfigError, DataError, NotFittedError
 from segue.models.base import Context, Recommender, register
 
 if TYPE_CHECKING:
-    from segue.data.interactions import Interactions
-    from segue.evaluation.protocols import EvalSet
-    from segue.training.trainer import History
+    pass
 
 
 def k_hot_groups(n_topics: int = 7) -> Tensor:
@@ -90,7 +88,9 @@ class TripletRec(Recommender):
     """Triplet network: k-hot user groups and MFCC songs in a 7-d space with a learned distance (Part B)."""
 
     name: ClassVar[str] = "tripletrec"
-    trainable: ClassVar[bool] = False
+    #: trained on feature rows of (group, song, song) triples by segue/training/audio.py
+    #: (``features=`` and ``topics=`` to fit)
+    batch_kind: ClassVar[str] = "clips"
     measure: ClassVar[Any] = None
 
     @dataclass
@@ -169,12 +169,6 @@ class TripletRec(Recommender):
             self.item_vecs[1 + s : 1 + s + len(x)] = self.item_embed(x)
         self.train(was)
         self.fitted = True
-
-    def fit(self, train: Interactions, valid: EvalSet | None = None, config: Any = None, **kwargs: Any) -> History:
-        """Train on the songs of ``train`` (its items); ``features=`` (n_items, in_dim) and ``topics=`` (n_items,) required."""
-        from segue.training.audio import fit_triplet
-
-        return fit_triplet(self, np.unique(train.items), config=config, **kwargs)
 
     def score(self, users: Tensor, items: Tensor, context: Context | None = None) -> Tensor:
         if not self.fitted:

@@ -55,6 +55,7 @@ from segue.audio.simulate import SEMI_SYNTHETIC, SimulatorConfig, audio_traits, 
 from segue.data.interactions import IdMap, Interactions
 from segue.evaluation.report import write_results
 from segue.models.base import build_model
+from segue.training import fit
 from segue.training.audio import (
     AudioTrainConfig,
     fit_tagger,
@@ -243,7 +244,7 @@ def recommendation(
         seed=args.seed,
         max_seconds=args.max_seconds,
     )
-    hist = reg.fit(train, mels=cache.mels, config=reg_cfg, valid_fn=cold_valid(reg_scores), log=_log)
+    hist = fit(reg, train, mels=cache.mels, config=reg_cfg, valid_fn=cold_valid(reg_scores), log=_log)
     s = _scores(reg, n_users)
     sec = time.perf_counter() - t0
     extra = {"steps": hist.epochs[-1]["epoch"], "best_step": hist.best_epoch}
@@ -271,7 +272,7 @@ def recommendation(
         seed=args.seed,
         max_seconds=args.max_seconds,
     )
-    hist = dcue.fit(train, mels=cache.mels, config=dcfg, valid_fn=cold_valid(dcue_scores), log=_log)
+    hist = fit(dcue, train, mels=cache.mels, config=dcfg, valid_fn=cold_valid(dcue_scores), log=_log)
     s = _scores(dcue, n_users)
     sec = time.perf_counter() - t0
     extra = {"steps": hist.epochs[-1]["epoch"], "best_step": hist.best_epoch, "negatives": "20 shared per batch of 10"}
@@ -282,7 +283,8 @@ def recommendation(
     # item-id-only ablation (warm only: an unseen clip has no trained id embedding)
     t0 = time.perf_counter()
     dcue_id = build_model("dcue-id", n_users, n_items, {k: v for k, v in dcue_opts.items() if k != "batchnorm"})
-    hist = dcue_id.fit(
+    hist = fit(
+        dcue_id,
         train,
         config=AudioTrainConfig(
             steps=args.dcue_steps,
@@ -359,7 +361,8 @@ def triplet(
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Group .* has no negative")
-            hist = m.fit(
+            hist = fit(
+                m,
                 data,
                 features=cache.mfcc,
                 topics=topics,

@@ -34,8 +34,8 @@ from segue.evaluation.playlist import owner_evalset, playlist_evalset, playlist_
 from segue.evaluation.protocols import evaluate
 from segue.evaluation.report import write_results
 from segue.models.playlist import MASR, MASS, MDR
-from segue.models.playlist_baselines import FISM, fit_keyed
-from segue.training.playlist import PlaylistTrainConfig, fit_playlist
+from segue.models.playlist_baselines import FISM
+from segue.training.playlist import fit_keyed, fit_playlist, playlist_config
 from segue.training.trainer import TrainConfig
 
 TABLE = "masr-table-4.4"
@@ -100,9 +100,9 @@ class Runner:
             self.caps.update(mdr_epochs=1, mass_epochs=1, apr_epochs_mdr=1, apr_epochs_mass=1, baseline_epochs=1,
                              neumf_epochs=1, fism_epochs=1, max_seconds_per_phase=30)  # fmt: skip
 
-    def pcfg(self, epochs: int, apr_epochs: int = 0) -> PlaylistTrainConfig:
+    def pcfg(self, epochs: int, apr_epochs: int = 0) -> TrainConfig:
         c = self.caps
-        return PlaylistTrainConfig(
+        return playlist_config(
             epochs=epochs, lr=c["lr"], weight_decay=c["weight_decay"], patience=c["patience"],
             max_seconds=c["max_seconds_per_phase"], apr_epochs=apr_epochs, eps=c["eps"], reg_adv=c["reg_adv"],
             device="auto",
@@ -151,7 +151,7 @@ class Runner:
         md.write_text(md.read_text() + "\n" + extra_markdown(self.rows, self.stats))
 
     def playlist_model(self, name: str, cls: type, options: dict[str, Any], data: Any, split: Any,
-                       dev: Any, test: Any, cfg: PlaylistTrainConfig, apr: bool = False, start: Any = None
+                       dev: Any, test: Any, cfg: TrainConfig, apr: bool = False, start: Any = None
                        ) -> Any:  # fmt: skip
         t0 = time.perf_counter()
         if start is not None:  # APR from the best BPR checkpoint (M.7)

@@ -48,6 +48,7 @@ from segue.evaluation.report import write_results
 from segue.evaluation.sequential import attach_history, sequential_protocol, subsample_users
 from segue.models.base import Recommender, build_model
 from segue.models.qualse import whisker_length
+from segue.training import fit
 from segue.training.trainer import TrainConfig, seed_everything
 
 TABLE = "quaternion-table-5.6"
@@ -188,12 +189,12 @@ def fit_eval(
     t0 = time.perf_counter()
     if isinstance(start, tuple):  # QUALSE from trained QUALE and QUASE, then trained as usual
         model.init_from(*start)
-        history = model.fit(split.train, valid_h, cfg, log=log)
+        history = fit(model, split.train, valid_h, cfg, log=log)
     elif start is not None:
         model.load_state_dict(start)
-        history = model.fit(split.train, valid_h, cfg, log=log, pretrained=True)
+        history = fit(model, split.train, valid_h, cfg, log=log, pretrained=True)
     else:
-        history = model.fit(split.train, valid_h, cfg, log=log)
+        history = fit(model, split.train, valid_h, cfg, log=log)
     seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
     test_m = evaluate(model, test_h, ks=KS, metrics=("HIT", "NDCG"), batch_size=256)

@@ -51,6 +51,7 @@ from segue.data.splits_rme import RMESplit, movielens_split, playcount_split
 from segue.errors import ConfigError
 from segue.evaluation.protocols import EvalSet, evaluate, full_evalset
 from segue.models.base import Recommender, build_model
+from segue.training import fit
 
 TABLE = "rme-table-4.2"
 METRICS = ("Recall@5", "NDCG@20", "MAP@10")
@@ -183,7 +184,7 @@ def fit_one(
     kwargs: dict[str, Any] = {}
     if name in USES_DISLIKES and model != "rme-inferred" and rs.dislikes is not None:
         kwargs["dislikes"] = rs.dislikes
-    history = m.fit(train, valid, **kwargs)
+    history = fit(m, train, valid, **kwargs)
     seconds = time.perf_counter() - t0
     val = evaluate(m, valid, ks=(100,), metrics=("NDCG",), recall_denominator="min_k")[MONITOR]
     info = {"valid_" + MONITOR: val, "seconds": seconds, "best_epoch": history.best_epoch, "options": opts}

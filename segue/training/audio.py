@@ -439,6 +439,65 @@ def fit_triplet(
     return hist
 
 
+def fit_wmf_regression(
+    model: WMFRegression, train: Interactions, mels: Any, config: AudioTrainConfig | None = None, **kwargs: Any
+) -> History:
+    """Fit WMF on ``train`` (implicit ALS), then regress the audio tower onto the factors of the
+    items that have training interactions (:func:`fit_regression`)."""
+    from segue.models.base import build_model
+
+    c = model.config
+    wmf = build_model(
+        "wmf",
+        model.n_users,
+        model.n_items,
+        {
+            "factors": c.factors,
+            "regularization": c.regularization,
+            "alpha": c.alpha,
+            "iterations": c.iterations,
+            "use_weights": c.use_weights,
+            "seed": c.seed,
+        },
+    )
+    wmf.fit(train)
+    with torch.no_grad():
+        model.user_factors.copy_(wmf.user_emb.weight)
+        model.target_factors.copy_(wmf.item_emb.weight)
+    return fit_regression(model, np.unique(train.items), mels, config, **kwargs)
+
+
+def fit_clips(
+    model: Any,
+    train: Interactions,
+    valid: Any = None,
+    config: AudioTrainConfig | None = None,
+    *,
+    log: Callable[[str], None] | str | None = None,
+    **extras: Any,
+) -> History:
+    """The clip-trained models' entry from :func:`segue.training.fit`: DCUE (``mels=``; none for the
+    id ablation), WMF + regression (``mels=``), TripletRec / TwoNet (``features=``, ``topics=``).
+
+    Their dev selection is a ``valid_fn=`` callback (A.4), not an evaluation set.
+    """
+    from segue.models.dcue import DCUE, DCUEItemID, WMFRegression
+    from segue.models.tripletrec import TripletRec
+
+    if valid is not None:
+        raise ConfigError(f"{model.name} selects on a valid_fn= callback (content spec A.4), not a dev set.")
+    kwargs = {**extras, "log": None if log == "default" else log}
+    if isinstance(model, DCUEItemID):
+        return fit_dcue(model, train, None, config, **kwargs)
+    if isinstance(model, DCUE):
+        return fit_dcue(model, train, model._check_mels(kwargs.pop("mels", None)), config, **kwargs)
+    if isinstance(model, WMFRegression):
+        return fit_wmf_regression(model, train, model._check_mels(kwargs.pop("mels", None)), config, **kwargs)
+    if isinstance(model, TripletRec):
+        return fit_triplet(model, np.unique(train.items), config=config, **kwargs)
+    raise ConfigError(f"{model.name} declares clip batches but segue/training/audio.py has no loop for it.")
+
+
 def retrieval_accuracy(model: TripletRec, features: Any, topics: np.ndarray, songs: np.ndarray) -> dict[str, float]:
     """Exp. 1 and Exp. 3 of B.7 on the (test) ``songs``, with their chance levels.
 

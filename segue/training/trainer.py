@@ -1,20 +1,27 @@
-"""The generic gradient trainer: sampled negatives, a pairwise loss, Adam, early stopping.
+"""The one training loop: batches of the kind a model declares -> ``model.loss`` -> optimizer step.
 
-The trainer sees a model only through :meth:`~segue.models.base.Recommender.score` and
-:meth:`~segue.models.base.Recommender.regularization` (and, for sequential models, the
-history length it declares): each batch scores ``[positive, n negatives]`` for its users
-and applies the configured loss. Negatives for a whole epoch are drawn at once by the
-vectorised :class:`~segue.data.sampling.NegativeSampler`.
+The trainer sees a model only through what it declares (segue.models.base.Recommender):
+its :meth:`~segue.models.base.Recommender.loss` on a batch of its ``batch_kind`` (default: a
+pairwise or pointwise loss over :meth:`score` of ``[positive, n negatives]``), its
+:meth:`regularization` of the rows a batch touched, and the tables an adversary may perturb.
+Batches come from segue/training/batches.py; the adversarial term from segue/training/adversarial.py.
 
-After each epoch (every ``eval_every``) the dev set is evaluated; the best state by
-``monitor`` is kept and restored at the end, and training stops after ``patience``
-evaluations without improvement.
+Callbacks own the bookkeeping, the same for every family:
+
+* :class:`EarlyStopping`: the dev set is evaluated after every ``eval_every`` epochs; the best state
+  by ``monitor`` (one metric, or several separated by commas, compared in order so that later ones
+  break ties) is kept and restored at the end; training stops after ``patience`` evaluations
+  without improvement.
+* :class:`TimeCap`: ``max_seconds`` is checked after every step; the step that hit it is logged
+  and recorded in the history (``stopped_by``, ``stop_step``), so a cap overruns by less than a step.
+* progress bars and one log line per epoch.
+
+Staged training, closed-form models and the adversarial stage are run by :func:`segue.training.fit`.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import os
 import random
 import time
@@ -25,16 +32,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from segue.data.sampling import NegativeSampler
-from segue.data.sequences import CONTEXTS, row_contexts
+from segue.data.sequences import CONTEXTS
 from segue.errors import ConfigError, DataError
-from segue.models.base import Context
-from segue.training.losses import get_loss
+from segue.models.losses import LossSpec
+from segue.training.batches import batches_for
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
     from segue.evaluation.protocols import EvalSet
     from segue.models.base import Recommender
+    from segue.training.adversarial import Adversary
 
 
 @dataclass
@@ -48,18 +55,29 @@ class TrainConfig:
     optimizer: str = "adam"
     loss: str = "bpr"
     margin: float = 1.0
+    neg_reduce: str = "each"  # each: one term per negative; max: the hardest negative (MASR authors' code)
+    reduction: str = "mean"  # mean or sum of the loss terms over a batch
     n_negatives: int = 1
     negative_sampling: str = "uniform"  # or "popularity"
     popularity_alpha: float = 0.75
-    patience: int = 5
+    patience: int | None = 5  # dev evaluations without improvement before stopping (None: never stop early)
     eval_every: int = 1
-    monitor: str = "NDCG@10"
+    monitor: str = "NDCG@10"  # or several, comma-separated, compared in order ("HR@10,NDCG@10")
+    eval_batch_size: int = 1024
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
-    max_seconds: float | None = None
+    max_seconds: float | None = None  # wall-clock cap per stage, checked after every step
     context: str = "history"  # a sequential model's row context: previous items, or the rest of the basket/...
+    # the adversarial stage (APR, QABPR) of models that declare one; see segue/training/adversarial.py
+    adv_epochs: int = 50
+    adv_eps: float = 1.0
+    adv_weight: float = 1.0
+    adv_norm: str = "row"  # row | tensor
+    adv_scale: str = "std"  # std (APR's flexible noise) | unit (QABPR)
+    adv_warm: bool = True  # start each batch's noise from the previous one (APR) or from 0 (QABPR)
+    adv_lr: float | None = None  # None: lr
 
     def __post_init__(self) -> None:
         checks = [
@@ -68,8 +86,15 @@ class TrainConfig:
             (self.lr > 0, "lr must be > 0"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.n_negatives >= 1, "n_negatives must be >= 1"),
-            (self.patience >= 1, "patience must be >= 1"),
+            (self.patience is None or self.patience >= 1, "patience must be >= 1 (or None)"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
+            (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
+            (self.max_seconds is None or self.max_seconds > 0, "max_seconds must be > 0"),
+            (self.adv_epochs >= 0, "adv_epochs must be >= 0"),
+            (self.adv_eps >= 0 and self.adv_weight >= 0, "adv_eps and adv_weight must be >= 0"),
+            (self.adv_norm in ("row", "tensor"), "adv_norm must be row or tensor"),
+            (self.adv_scale in ("std", "unit"), "adv_scale must be std or unit"),
+            (self.adv_lr is None or self.adv_lr > 0, "adv_lr must be > 0"),
             (self.optimizer in ("adam", "adagrad", "sgd"), "optimizer must be adam, adagrad or sgd"),
             (self.negative_sampling in ("uniform", "popularity"), "negative_sampling must be uniform or popularity"),
             (self.context in CONTEXTS, f"context must be one of {', '.join(CONTEXTS)}"),
@@ -81,7 +106,12 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(f"Invalid training option: {msg}.")
-        get_loss(self.loss)
+        self.loss_spec()
+        monitor_keys(self.monitor)
+
+    def loss_spec(self) -> LossSpec:
+        """The loss a model's default :meth:`~segue.models.base.Recommender.loss` applies."""
+        return LossSpec(self.loss, self.margin, self.neg_reduce, self.reduction)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -104,6 +134,13 @@ class History:
     best_value: float | None = None
     monitor: str | None = None
     stopped_early: bool = False
+    stopped_by: str | None = None  # epochs | patience | time_cap
+    stop_step: int | None = None  # the step that hit the time cap
+    steps: int = 0
+    train_seconds: float = 0.0
+    stages: dict[str, Any] = field(
+        default_factory=dict
+    )  # earlier stages: parts, the plain stage before an adversarial one
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,11 +170,59 @@ def _make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, wd: 
     return torch.optim.SGD(params, lr=lr, weight_decay=wd)
 
 
-class Trainer:
-    """Fit a :class:`~segue.models.base.Recommender` by negative sampling (see module docstring).
+class EarlyStopping:
+    """Keep the best state by the monitored dev metrics; say when ``patience`` evaluations brought nothing."""
 
-    ``log`` receives one line per epoch (default: printed through rich); pass
-    ``log=None`` to silence it.
+    def __init__(self, valid: EvalSet | None, cfg: TrainConfig) -> None:
+        self.valid = valid
+        self.cfg = cfg
+        self.keys = monitor_keys(cfg.monitor)
+        self.best: tuple[float, ...] | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.bad = 0
+
+    def evaluate(self, model: Recommender) -> dict[str, float]:
+        from segue.evaluation.protocols import evaluate
+
+        ks = tuple(sorted({10, *(_monitor_k(k) for k in self.keys)}))
+        names = tuple(dict.fromkeys(("HR", "NDCG", *(k.split("@")[0] for k in self.keys))))
+        return evaluate(model, self.valid, ks=ks, metrics=names, batch_size=self.cfg.eval_batch_size)  # type: ignore[arg-type]
+
+    def update(self, model: Recommender, metrics: dict[str, float], epoch: int, history: History) -> bool:
+        """Record ``metrics``; keep the state when it improves. Returns whether it improved."""
+        value = tuple(float(metrics[k]) for k in self.keys)
+        if self.best is None or value > self.best:
+            self.best, self.bad = value, 0
+            self.best_state = copy.deepcopy(model.state_dict())
+            history.best_value, history.best_epoch = value[0], epoch
+            return True
+        self.bad += 1
+        return False
+
+    @property
+    def exhausted(self) -> bool:
+        return self.cfg.patience is not None and self.bad >= self.cfg.patience
+
+
+class TimeCap:
+    """``max_seconds`` of training, checked after every step."""
+
+    def __init__(self, max_seconds: float | None) -> None:
+        self.max_seconds = max_seconds
+        self.t0 = time.perf_counter()
+
+    def spent(self) -> float:
+        return time.perf_counter() - self.t0
+
+    @property
+    def hit(self) -> bool:
+        return self.max_seconds is not None and self.spent() > self.max_seconds
+
+
+class Trainer:
+    """Fit a :class:`~segue.models.base.Recommender` by gradient steps on its declared loss (module docstring).
+
+    ``log`` receives one line per epoch (default: printed through rich); pass ``log=None`` to silence it.
     """
 
     def __init__(self, config: TrainConfig | None = None, log: Callable[[str], None] | str | None = "default") -> None:
@@ -150,131 +235,154 @@ class Trainer:
         else:
             self.log = log  # type: ignore[assignment]
 
-    def fit(self, model: Recommender, train: Interactions, valid: EvalSet | None = None) -> History:
+    def fit(
+        self,
+        model: Recommender,
+        train: Interactions,
+        valid: EvalSet | None = None,
+        *,
+        adversary: Adversary | None = None,
+        phase: str | None = None,
+    ) -> History:
+        """Train ``model`` on ``train``; with ``adversary``, the dev state at the start counts as epoch 0."""
         # tiny Adam moments become denormal floats, ~100x slower on x86 CPUs: flush them to zero while
         # training only (the flag is process-wide; hypothesis and others expect IEEE subnormals)
         torch.set_flush_denormal(True)
         try:
-            return self._fit(model, train, valid)
+            return self._fit(model, train, valid, adversary, phase)
         finally:
             torch.set_flush_denormal(False)
 
-    def _fit(self, model: Recommender, train: Interactions, valid: EvalSet | None) -> History:
+    def _fit(
+        self,
+        model: Recommender,
+        train: Interactions,
+        valid: EvalSet | None,
+        adversary: Adversary | None,
+        phase: str | None,
+    ) -> History:
         cfg = self.config
         if len(train) == 0:
             raise DataError("Cannot train on an empty training set.")
-        if train.n_users != model.n_users or train.n_items != model.n_items:
-            raise DataError(
-                f"The training data has {train.n_users} users and {train.n_items} items but the model "
-                f"was built for {model.n_users} and {model.n_items}."
-            )
-        if not any(p.requires_grad for p in model.parameters()):
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
             raise ConfigError(f"{model.name} has no trainable parameters; it must implement fit() itself.")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         device = resolve_device(cfg.device)
         model.to(device)
+        model.prepare(train)
         rng = np.random.default_rng(cfg.seed)
-        loss_fn = get_loss(cfg.loss)
-        opt = _make_optimizer(
-            cfg.optimizer, [p for p in model.parameters() if p.requires_grad], cfg.lr, cfg.weight_decay
-        )
-
-        users = train.users.copy()
-        items = train.items.copy()
-        sampler = NegativeSampler(
-            train.to_csr(),
-            seed=rng,
-            popularity=train.item_counts() if cfg.negative_sampling == "popularity" else None,
-            alpha=cfg.popularity_alpha,
-        )
-        s = model.history_length() if "history" in model.needs else 0
-        windows = torch.as_tensor(row_contexts(train, s, cfg.context)) if s else None
-        users_t = torch.as_tensor(users)
-        items_t = torch.as_tensor(items)
-        n = len(users)
-        n_batches = math.ceil(n / cfg.batch_size)
+        spec = cfg.loss_spec()
+        batches = batches_for(model, train, cfg, rng)
+        opt = _make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
 
         history = History(monitor=cfg.monitor if valid is not None else None)
-        best_state: dict[str, torch.Tensor] | None = None
-        bad = 0
-        t_start = time.perf_counter()
+        stopper = EarlyStopping(valid, cfg) if valid is not None else None
+        if stopper is not None and adversary is not None:  # the adversarial stage starts from the kept state
+            record0: dict[str, Any] = {"epoch": 0, "valid": stopper.evaluate(model)}
+            stopper.update(model, record0["valid"], 0, history)
+            history.epochs.append(record0 | ({"phase": phase} if phase else {}))
+        cap = TimeCap(cfg.max_seconds)
+        n_rows, step = batches.n_rows, 0
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             model.train()
-            perm = torch.as_tensor(rng.permutation(n))
-            negs = torch.as_tensor(sampler.sample(users[perm.numpy()], cfg.n_negatives))
-            total = 0.0
-            progress = _progress(cfg.progress, n_batches, f"epoch {epoch}/{cfg.epochs}")
-            for b in range(n_batches):
-                sl = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
-                idx = perm[sl]
-                u = users_t[idx].to(device)
-                cand = torch.cat([items_t[idx, None], negs[sl]], dim=1).to(device)
-                ctx = Context(history=windows[idx].to(device)) if windows is not None else None
-                scores = model.score(u, cand, ctx)
-                loss = loss_fn(scores[:, :1], scores[:, 1:], cfg.margin) + model.regularization(u, cand)
+            total, seen = 0.0, 0
+            progress = _progress(cfg.progress, len(batches), f"{phase or model.name} {epoch}/{cfg.epochs}")
+            for batch in batches.epoch(rng):
+                batch = batch.to(device)
+                loss = model.loss(batch, spec) + _regularization(model, batch)
+                if adversary is not None:
+                    loss = loss + adversary.term(model, batch, spec)
                 if not torch.isfinite(loss):
                     raise DataError(
-                        f"Training diverged at epoch {epoch} (loss is {loss.item()}); lower the learning rate."
+                        f"Training of {model.name} diverged at epoch {epoch} (loss is {loss.item()}); "
+                        "lower the learning rate."
                     )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += loss.item() * len(idx)
+                step += 1
+                total += loss.item() * (1 if spec.reduction == "sum" else len(batch))
+                seen += len(batch)
                 if progress is not None:
                     progress.update(1)
+                if cap.hit:
+                    history.stopped_by, history.stop_step = "time_cap", step
+                    break
             if progress is not None:
                 progress.close()
-            record: dict[str, Any] = {"epoch": epoch, "loss": total / n, "train_seconds": time.perf_counter() - t0}
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "loss": total / max(seen, 1),
+                "train_seconds": time.perf_counter() - t0,
+            }
+            if phase:
+                record["phase"] = phase
+            if seen < n_rows:
+                record["rows"] = seen
             improved = False
-            if valid is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
-                from segue.evaluation.protocols import evaluate
-
-                # one pass: HR/NDCG@10 for the log line and the monitored metric
-                ks = tuple(sorted({10, *_monitor_ks(cfg.monitor)}))
-                names = tuple(dict.fromkeys(("HR", "NDCG", cfg.monitor.split("@")[0])))
-                metrics = evaluate(model, valid, ks=ks, metrics=names)
-                record["valid"] = metrics
-                value = metrics[cfg.monitor]
-                if history.best_value is None or value > history.best_value:
-                    history.best_value, history.best_epoch = value, epoch
-                    best_state = copy.deepcopy(model.state_dict())
-                    improved = True
-                    bad = 0
-                else:
-                    bad += 1
+            capped = history.stopped_by == "time_cap"
+            due = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
+            # at the cap, evaluate only when nothing was kept yet: the cap must not overrun by a dev pass
+            if stopper is not None and ((due and not capped) or (capped and stopper.best_state is None)):
+                record["valid"] = stopper.evaluate(model)
+                improved = stopper.update(model, record["valid"], epoch, history)
             record["seconds"] = time.perf_counter() - t0
             history.epochs.append(record)
             if self.log is not None:
-                self.log(_format(record, cfg.epochs, improved))
-            if valid is not None and bad >= cfg.patience:
-                history.stopped_early = True
+                self.log(_format(record, cfg.epochs, improved, model.name if phase is None else phase))
+            if capped:
+                if self.log is not None:
+                    self.log(f"{model.name}: time cap of {cfg.max_seconds:g} s hit at step {step} (epoch {epoch})")
                 break
-            if cfg.max_seconds is not None and time.perf_counter() - t_start > cfg.max_seconds:
-                history.stopped_early = True
+            if stopper is not None and stopper.exhausted:
+                history.stopped_by = "patience"
                 break
-        if best_state is not None:
-            model.load_state_dict(best_state)
-        else:
+        history.stopped_early = history.stopped_by is not None
+        if history.stopped_by is None:
+            history.stopped_by = "epochs"
+        history.steps = step
+        history.train_seconds = cap.spent()
+        if stopper is not None and stopper.best_state is not None:
+            model.load_state_dict(stopper.best_state)
+        elif history.epochs:
             history.best_epoch = history.epochs[-1]["epoch"]
         model.fitted = True
         model.eval()
         return history
 
 
-def _monitor_ks(monitor: str) -> tuple[int, ...]:
-    if "@" not in monitor:
-        return (10,)
+def _regularization(model: Recommender, batch: Any) -> torch.Tensor:
+    items = getattr(batch, "items", None)
+    if items is None:  # sequence batches: the model's loss includes its own penalty
+        return torch.zeros((), device=batch.users.device)
+    return model.regularization(batch.users, items)
+
+
+def monitor_keys(monitor: str) -> tuple[str, ...]:
+    """The metrics of a monitor string: ``"NDCG@10"`` or ``"HR@10,NDCG@10"`` (later ones break ties)."""
+    keys = tuple(k.strip() for k in monitor.split(",") if k.strip())
+    if not keys:
+        raise ConfigError("monitor must name at least one metric, e.g. 'NDCG@10'.")
+    for k in keys:
+        _monitor_k(k)
+    return keys
+
+
+def _monitor_k(key: str) -> int:
+    if "@" not in key:
+        return 10
     try:
-        return (int(monitor.split("@")[1]),)
+        return int(key.split("@")[1])
     except ValueError as e:
-        raise ConfigError(f"Cannot read the cut-off of monitor metric {monitor!r}.") from e
+        raise ConfigError(f"Cannot read the cut-off of monitor metric {key!r}.") from e
 
 
-def _format(rec: dict[str, Any], epochs: int, improved: bool) -> str:
-    parts = [f"epoch {rec['epoch']:>3}/{epochs}", f"loss {rec['loss']:.4f}"]
+def _format(rec: dict[str, Any], epochs: int, improved: bool, name: str) -> str:
+    parts = [f"{name} {rec['epoch']:>3}/{epochs}", f"loss {rec['loss']:.4f}"]
     for k, v in rec.get("valid", {}).items():
         parts.append(f"dev {k} {v:.4f}")
     parts.append(f"{rec['seconds']:.1f}s")
