@@ -34,7 +34,6 @@ import torch
 
 from segue.data.interactions import Interactions
 from segue.data.sequences import last_items
-from segue.errors import DataError, RunDirError
 from segue.models.base import Context, Recommender, build_model, get_model_class, list_models
 from tests.conftest import make_frame
 
@@ -46,21 +45,21 @@ def fit_model(model: Recommender, train: Interactions, valid: Any = None, **kw: 
     """Fit ``model`` on ``train`` with a tiny training configuration; every fit in this file goes through here.
 
     ``kw`` carries the family's side inputs (``mels=``, ``features=``, ``topics=``) and may
-    override ``config``. Today this is ``model.fit(train, valid, config, ...)`` with a tiny
-    ``TrainConfig`` (generic trainer), or the family's own config (playlist and audio trainers);
-    closed-form models get ``None``.
+    override ``config``: :func:`segue.training.fit` with a tiny ``TrainConfig`` (the playlist
+    models' own defaults for them), or the audio loops' config; closed-form models get ``None``.
     """
     from segue.models.dcue import _AudioRecommender
     from segue.models.playlist import PlaylistModel
     from segue.models.tripletrec import TripletRec
+    from segue.training import fit
     from segue.training.audio import AudioTrainConfig, triplet_config
-    from segue.training.playlist import PlaylistTrainConfig
+    from segue.training.playlist import playlist_config
     from segue.training.trainer import TrainConfig
 
     config = kw.pop("config", None)
     if config is None:
         if isinstance(model, PlaylistModel):
-            config = PlaylistTrainConfig(epochs=1, apr_epochs=1, batch_size=64, device="cpu")
+            config = playlist_config(epochs=1, apr_epochs=1, batch_size=64, device="cpu", progress=False)
         elif isinstance(model, TripletRec):
             config = triplet_config(steps=2, batch_size=16)
         elif isinstance(model, _AudioRecommender):
@@ -69,7 +68,7 @@ def fit_model(model: Recommender, train: Interactions, valid: Any = None, **kw: 
             tiny = {"epochs": 1, "batch_size": 64, "n_negatives": 2, "progress": False, "threads": 1, "device": "cpu"}
             config = TrainConfig(**{**model.train_defaults, **tiny})
     kw.setdefault("log", None)
-    return model.fit(train, valid, config, **kw)
+    return fit(model, train, valid, config, **kw)
 
 
 # -- toy data ----------------------------------------------------------------------------------------
@@ -273,27 +272,9 @@ def _case(name: str) -> Case:
 # -- known defects: (model, check) pairs that fail today (strict xfail) ------------------------------
 CHECKS = ("fit", "score", "score_all", "recommend", "save_load", "vectors")
 
-_PLAYLIST_IDS = (
-    "Recommender.recommend checks the query ids against n_users (owners), but playlist models are queried by "
-    "playlist id (1..n_playlists): any playlist id > n_users raises DataError"
-)
-_MASR_CONFIG = (
-    "MASR.from_parts records Config(dim=1) while the copied MDR/MASS keep their own dim, so load_run rebuilds "
-    "dim-1 parts from the saved config and cannot load the weights (size mismatch)"
-)
-_CML_MAX_NORM = (
-    "CML.score looks rows up through nn.Embedding(max_norm), which renormalises them in place, but "
-    "{what} the raw weights: items whose trained norm exceeds max_norm get another score (and score() "
-    "mutates the model)"
-)
-#: (model, check) -> (the precise defect, the exception the check fails with today)
-KNOWN_DEFECTS: dict[tuple[str, str], tuple[str, type[BaseException]]] = {
-    ("cml", "score_all"): (_CML_MAX_NORM.format(what="score_all reads"), AssertionError),
-    ("cml", "vectors"): (_CML_MAX_NORM.format(what="item_vectors returns"), AssertionError),
-    **{(n, "recommend"): (_PLAYLIST_IDS, DataError) for n in ("mdr", "mass", "fism", "amdr", "amass", "masr", "amasr")},
-    ("masr", "save_load"): (_MASR_CONFIG, RunDirError),
-    ("amasr", "save_load"): (_MASR_CONFIG, RunDirError),
-}
+#: (model, check) -> (the precise defect, the exception the check fails with today); empty since issue 14
+#: fixed the three found (CML's in-place max-norm, playlist query ids, MASR.from_parts' config)
+KNOWN_DEFECTS: dict[tuple[str, str], tuple[str, type[BaseException]]] = {}
 
 NAMES = list(list_models())
 

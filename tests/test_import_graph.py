@@ -10,8 +10,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1] / "segue"
 UPWARD = ("segue.training", "segue.evaluation")
 
@@ -163,7 +161,6 @@ def test_the_real_graph_covers_the_package() -> None:
     assert "segue.data.batch" in graph["segue.models.base"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: models still import training/evaluation")
 def test_no_import_cycles_and_models_do_not_import_training_or_evaluation() -> None:
     graph = import_graph()
     found = cycles(graph)

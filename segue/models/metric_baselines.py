@@ -79,15 +79,25 @@ class CML(Recommender):
         v = self.item_emb(items)
         return -(u - v).square().sum(-1)
 
+    def _items_in_ball(self) -> Tensor:
+        """Every item row as a lookup sees it: clipped to ``max_norm`` as ``nn.Embedding(max_norm)``
+        does in place (the same formula), without changing the stored weights."""
+        v = self.item_emb.weight
+        mn = self.config.max_norm
+        if not mn:
+            return v
+        norm = v.norm(dim=1, keepdim=True)
+        return torch.where(norm > mn, v * (mn / (norm + 1e-7)), v)
+
     def score_all(self, users: Tensor, context: Context | None = None, chunk: int = 4096) -> Tensor:
         u = self.user_emb(users)
-        v = self.item_emb.weight
+        v = self._items_in_ball()
         s = -(u.square().sum(1, keepdim=True) - 2 * u @ v.T + v.square().sum(1)[None, :])
         s[:, 0] = float("-inf")
         return s
 
     def item_vectors(self) -> Tensor:
-        return self.item_emb.weight.detach()
+        return self._items_in_ball().detach()
 
     def query_vectors(self, users: Tensor, context: Context | None = None) -> Tensor:
         return self.user_emb(users).detach()

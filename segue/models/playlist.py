@@ -115,6 +115,14 @@ class PlaylistModel(Recommender):
             owner = torch.arange(n_p + 1)
         self.register_buffer("owner", owner.long())
 
+    @property
+    def n_queries(self) -> int:
+        return self.n_playlists
+
+    @property
+    def query_kind(self) -> str:
+        return "playlist"
+
     def prepare(self, train: Interactions) -> None:
         """Take the playlist owners from the training table when it has the model's users."""
         if (
@@ -316,11 +324,17 @@ class MASR(PlaylistModel):
         """Combine trained MDR and MASS (their best dev checkpoints), frozen."""
         if mdr.n_items != mass.n_items or mdr.n_playlists != mass.n_playlists:
             raise DataError("MDR and MASS were built for different songs or playlists.")
+        if mdr.config.dim != mass.config.dim:
+            raise DataError(f"MASR needs MDR and MASS of one size, got dim {mdr.config.dim} and {mass.config.dim}.")
         self = cls(
             mdr.n_users,
             mdr.n_items,
             cls.Config(
-                dim=1, n_playlists=mdr.n_playlists, alpha=alpha, mdr_mode=mdr.config.mode, mass_mode=mass.config.mode
+                dim=mdr.config.dim,
+                n_playlists=mdr.n_playlists,
+                alpha=alpha,
+                mdr_mode=mdr.config.mode,
+                mass_mode=mass.config.mode,
             ),
         )
         self.mdr, self.mass = copy.deepcopy(mdr), copy.deepcopy(mass)  # the originals stay trainable
