@@ -23,6 +23,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
+from segue.config import from_options
 from segue.data.batch import BATCH_KINDS, Context
 from segue.errors import ConfigError, DataError
 from segue.models.losses import LossSpec
@@ -224,14 +225,8 @@ class Recommender(nn.Module):
 
     @classmethod
     def config_from_dict(cls, values: dict[str, Any]) -> Any:
-        """Build this model's Config from a dict, rejecting unknown keys with a clear message."""
-        fields = {f.name: f for f in dataclasses.fields(cls.Config)}
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise ConfigError(
-                f"Unknown option(s) {', '.join(unknown)} for model {cls.name!r}; known: {', '.join(sorted(fields)) or 'none'}."
-            )
-        return cls.Config(**values)
+        """Build this model's Config from a dict, rejecting unknown keys and mistyped values with a clear message."""
+        return from_options(cls.Config, values, f"model {cls.name!r}")
 
 
 def checked_history(model: Recommender, users: Tensor, context: Context | None, w: int) -> Tensor:

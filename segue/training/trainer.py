@@ -26,12 +26,13 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from segue.config import from_options
 from segue.data.sequences import CONTEXTS
 from segue.errors import ConfigError, DataError
 from segue.models.losses import LossSpec
@@ -64,6 +65,7 @@ class TrainConfig:
     eval_every: int = 1
     monitor: str = "NDCG@10"  # or several, comma-separated, compared in order ("HR@10,NDCG@10")
     eval_batch_size: int = 1024
+    dev_cases: int | None = None  # bound the dev cost per epoch: a fixed random subset of this many dev cases
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -89,6 +91,7 @@ class TrainConfig:
             (self.patience is None or self.patience >= 1, "patience must be >= 1 (or None)"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
             (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
+            (self.dev_cases is None or self.dev_cases >= 1, "dev_cases must be >= 1 (or None for all)"),
             (self.max_seconds is None or self.max_seconds > 0, "max_seconds must be > 0"),
             (self.adv_epochs >= 0, "adv_epochs must be >= 0"),
             (self.adv_eps >= 0 and self.adv_weight >= 0, "adv_eps and adv_weight must be >= 0"),
@@ -115,11 +118,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"Unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
-        return cls(**values)
+        return from_options(cls, values, "the trainer ([train] table)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,7 +172,10 @@ def _make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, wd: 
 class EarlyStopping:
     """Keep the best state by the monitored dev metrics; say when ``patience`` evaluations brought nothing."""
 
-    def __init__(self, valid: EvalSet | None, cfg: TrainConfig) -> None:
+    def __init__(self, valid: EvalSet, cfg: TrainConfig) -> None:
+        if cfg.dev_cases is not None and len(valid) > cfg.dev_cases:  # the same cases every epoch
+            keep = np.sort(np.random.default_rng(cfg.seed).choice(len(valid), cfg.dev_cases, replace=False))
+            valid = valid.subset(keep)
         self.valid = valid
         self.cfg = cfg
         self.keys = monitor_keys(cfg.monitor)
@@ -346,6 +348,8 @@ class Trainer:
             history.stopped_by = "epochs"
         history.steps = step
         history.train_seconds = cap.spent()
+        if self.log is not None:
+            self.log(_stop_line(model.name if phase is None else f"{model.name} {phase}", history, cfg))
         if stopper is not None and stopper.best_state is not None:
             model.load_state_dict(stopper.best_state)
         elif history.epochs:
@@ -379,6 +383,22 @@ def _monitor_k(key: str) -> int:
         return int(key.split("@")[1])
     except ValueError as e:
         raise ConfigError(f"Cannot read the cut-off of monitor metric {key!r}.") from e
+
+
+def _stop_line(name: str, history: History, cfg: TrainConfig) -> str:
+    """Why training stopped, said plainly (and kept in history.json as ``stopped_by``)."""
+    last = history.epochs[-1]["epoch"] if history.epochs else 0
+    if history.stopped_by == "time_cap":
+        why = f"the time cap ({cfg.max_seconds} s) at step {history.stop_step}"
+    elif history.stopped_by == "patience":
+        why = f"patience ({cfg.patience} dev evaluations without improvement)"
+    else:
+        why = f"the epoch cap ({cfg.epochs})"
+    kept = "" if history.best_epoch is None else f"; kept epoch {history.best_epoch}"
+    still = ""
+    if history.stopped_by != "patience" and history.best_epoch == last and history.monitor is not None:
+        still = " (dev was still improving)"
+    return f"{name}: stopped by {why} after {last} epochs, {history.steps} steps, {history.train_seconds:.1f} s{kept}{still}"
 
 
 def _format(rec: dict[str, Any], epochs: int, improved: bool, name: str) -> str:
