@@ -42,6 +42,14 @@ if TYPE_CHECKING:
     from segue.models.base import Recommender
 
 
+def _check_sizes(model: Recommender, train: Interactions) -> None:
+    if train.n_users != model.n_users or train.n_items != model.n_items:
+        raise DataError(
+            f"The training data has {train.n_users} users and {train.n_items} items but the model "
+            f"was built for {model.n_users} and {model.n_items}."
+        )
+
+
 class Batches:
     """Base: ``n_rows`` training rows, ``epoch(rng)`` yields batches of ``batch_size`` rows."""
 
@@ -69,11 +77,7 @@ class PairBatches(Batches):
 
     def __init__(self, model: Recommender, train: Interactions, cfg: Any, rng: np.random.Generator) -> None:
         super().__init__(cfg.batch_size, cfg.n_negatives)
-        if train.n_users != model.n_users or train.n_items != model.n_items:
-            raise DataError(
-                f"The training data has {train.n_users} users and {train.n_items} items but the model "
-                f"was built for {model.n_users} and {model.n_items}."
-            )
+        _check_sizes(model, train)
         self.users = train.users.copy()
         self.users_t = torch.as_tensor(self.users)
         self.items_t = torch.as_tensor(train.items.copy())
@@ -137,11 +141,7 @@ class SequenceBatches(Batches):
         super().__init__(cfg.batch_size, cfg.n_negatives)
         from segue.data.sequences import sequence_rows
 
-        if train.n_users != model.n_users or train.n_items != model.n_items:
-            raise DataError(
-                f"The training data has {train.n_users} users and {train.n_items} items but the model "
-                f"was built for {model.n_users} and {model.n_items}."
-            )
+        _check_sizes(model, train)
         users, inputs, targets = sequence_rows(train, model.history_length())
         if len(users) == 0:
             raise DataError("No user has two or more training items, so there is no sequence to train on.")
