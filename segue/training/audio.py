@@ -14,7 +14,6 @@ and :func:`mean_tag_auc` (mean per-tag ROC-AUC over tags with a positive and a n
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ from scipy.stats import rankdata
 from torch import Tensor
 
 from segue.errors import ConfigError, DataError
-from segue.training.trainer import History, seed_everything
+from segue.training.trainer import BestState, History, TimeCap, seed_everything
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
@@ -151,15 +150,12 @@ def _sgd(params: Any, cfg: AudioTrainConfig) -> tuple[torch.optim.Optimizer, tor
     return opt, sched
 
 
-class _Selector:
-    """Keeps the best state by a validation score; stops after ``patience`` evaluations without gain."""
+class _Selector(BestState):
+    """:class:`~segue.training.trainer.BestState` over a validation callback (A.4: cold-start AUC)."""
 
     def __init__(self, model: torch.nn.Module, valid_fn: Callable[[Any], float] | None, patience: int) -> None:
-        self.model, self.valid_fn, self.patience = model, valid_fn, patience
-        self.best = -np.inf
-        self.best_step = 0
-        self.state: dict[str, Any] | None = None
-        self.bad = 0
+        super().__init__(patience)
+        self.model, self.valid_fn = model, valid_fn
 
     def check(self, step: int) -> tuple[float | None, bool]:
         if self.valid_fn is None:
@@ -167,16 +163,8 @@ class _Selector:
         self.model.eval()
         score = float(self.valid_fn(self.model))
         self.model.train()
-        if score > self.best:
-            self.best, self.best_step, self.bad = score, step, 0
-            self.state = copy.deepcopy(self.model.state_dict())
-        else:
-            self.bad += 1
-        return score, self.bad >= self.patience
-
-    def restore(self) -> None:
-        if self.state is not None:
-            self.model.load_state_dict(self.state)
+        self.offer(self.model, score, step)
+        return score, self.exhausted
 
 
 def _loop(
@@ -189,7 +177,7 @@ def _loop(
     opt, sched = _sgd([p for p in model.parameters() if p.requires_grad], cfg)
     sel = _Selector(model, valid_fn, cfg.patience)
     records: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
+    cap = TimeCap(cfg.max_seconds)
     model.train()
     running, n_run = 0.0, 0
     step = 0
@@ -205,19 +193,19 @@ def _loop(
             )
         running += float(loss.detach())
         n_run += 1
-        timeout = cfg.max_seconds is not None and time.perf_counter() - t0 > cfg.max_seconds
+        timeout = cap.hit
         if step % cfg.eval_every == 0 or step == cfg.steps or timeout:
             score, stop = sel.check(step)
-            rec = {"epoch": step, "loss": running / max(n_run, 1), "valid": score, "seconds": time.perf_counter() - t0}
+            rec = {"epoch": step, "loss": running / max(n_run, 1), "valid": score, "seconds": cap.spent()}
             records.append(rec)
             if log:
                 log(f"step {step}: loss {rec['loss']:.4f} valid {score} ({rec['seconds']:.0f} s)")
             running, n_run = 0.0, 0
             if stop or timeout:
                 break
-    sel.restore()
+    kept = sel.restore(model)
     model.eval()
-    best = sel.best_step if sel.state is not None else step
+    best = sel.best_step if kept else step
     return History(epochs=records, best_epoch=best)
 
 

@@ -23,7 +23,7 @@ import torch
 from segue.data.sessions import TRAIN, VALID
 from segue.errors import ConfigError, DataError
 from segue.models.cosernn import CoSeRNN, SessionInputs, pad_users
-from segue.training.trainer import seed_everything
+from segue.training.trainer import BestState, TimeCap, seed_everything
 
 
 @dataclass
@@ -77,8 +77,8 @@ def fit_cosernn(
     valid_users = np.unique(d.user[(labels == VALID) & inputs.has_target])
     opt = torch.optim.Adam(model.parameters(), lr=c.lr)
     hist = CoSeRNNHistory()
-    best_state, best, misses = None, -np.inf, 0
-    t_start = time.perf_counter()
+    keeper = BestState(c.patience)
+    cap = TimeCap(c.max_seconds)
     n_train_sessions = 0
     train_time = 0.0
     bar = None
@@ -115,27 +115,22 @@ def fit_cosernn(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", valid=None if val is None else f"{val:.4f}")
-        score = val if val is not None else -rec["loss"]
-        if score > best:
-            best, misses, hist.best_epoch = score, 0, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            misses += 1
-            if misses >= c.patience:
-                hist.stopped = f"early stop after {c.patience} epochs without improvement"
-                break
-        if c.max_seconds is not None and time.perf_counter() - t_start > c.max_seconds:
+        if keeper.offer(model, val if val is not None else -rec["loss"], epoch):
+            hist.best_epoch = epoch
+        elif keeper.exhausted:
+            hist.stopped = f"early stop after {c.patience} epochs without improvement"
+            break
+        if cap.hit:
             hist.stopped = f"time cap of {c.max_seconds:.0f} s"
             break
     else:
         hist.stopped = f"epoch cap of {c.epochs}"
     if bar is not None:
         bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    keeper.restore(model)
     model.eval()
-    hist.best_valid_cosine = float(best) if len(valid_users) else None
-    hist.seconds = time.perf_counter() - t_start
+    hist.best_valid_cosine = keeper.best[0] if len(valid_users) and keeper.best is not None else None
+    hist.seconds = cap.spent()
     hist.train_sessions_per_second = n_train_sessions / max(train_time, 1e-9)
     return hist
 

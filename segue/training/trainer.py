@@ -169,19 +169,50 @@ def _make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, wd: 
     return torch.optim.SGD(params, lr=lr, weight_decay=wd)
 
 
-class EarlyStopping:
-    """Keep the best state by the monitored dev metrics; say when ``patience`` evaluations brought nothing."""
+class BestState:
+    """The one early-stopping rule of every loop: keep the state with the best score (tuples compare in
+    order, so later entries break ties) and say when ``patience`` offers in a row brought nothing."""
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience = patience
+        self.best: tuple[float, ...] | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_step: int | None = None
+        self.bad = 0
+
+    def offer(self, model: torch.nn.Module, value: tuple[float, ...] | float, step: int) -> bool:
+        """Keep ``model``'s state if ``value`` beats the best so far; returns whether it did."""
+        value = value if isinstance(value, tuple) else (float(value),)
+        if self.best is None or value > self.best:
+            self.best, self.bad, self.best_step = value, 0, step
+            self.best_state = copy.deepcopy(model.state_dict())
+            return True
+        self.bad += 1
+        return False
+
+    @property
+    def exhausted(self) -> bool:
+        return self.patience is not None and self.bad >= self.patience
+
+    def restore(self, model: torch.nn.Module) -> bool:
+        """Load the kept state into ``model``; False when nothing was kept."""
+        if self.best_state is None:
+            return False
+        model.load_state_dict(self.best_state)
+        return True
+
+
+class EarlyStopping(BestState):
+    """:class:`BestState` over the monitored dev metrics of an evaluation set."""
 
     def __init__(self, valid: EvalSet, cfg: TrainConfig) -> None:
+        super().__init__(cfg.patience)
         if cfg.dev_cases is not None and len(valid) > cfg.dev_cases:  # the same cases every epoch
             keep = np.sort(np.random.default_rng(cfg.seed).choice(len(valid), cfg.dev_cases, replace=False))
             valid = valid.subset(keep)
         self.valid = valid
         self.cfg = cfg
         self.keys = monitor_keys(cfg.monitor)
-        self.best: tuple[float, ...] | None = None
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.bad = 0
 
     def evaluate(self, model: Recommender) -> dict[str, float]:
         from segue.evaluation.protocols import evaluate
@@ -193,17 +224,10 @@ class EarlyStopping:
     def update(self, model: Recommender, metrics: dict[str, float], epoch: int, history: History) -> bool:
         """Record ``metrics``; keep the state when it improves. Returns whether it improved."""
         value = tuple(float(metrics[k]) for k in self.keys)
-        if self.best is None or value > self.best:
-            self.best, self.bad = value, 0
-            self.best_state = copy.deepcopy(model.state_dict())
+        if self.offer(model, value, epoch):
             history.best_value, history.best_epoch = value[0], epoch
             return True
-        self.bad += 1
         return False
-
-    @property
-    def exhausted(self) -> bool:
-        return self.cfg.patience is not None and self.bad >= self.cfg.patience
 
 
 class TimeCap:
@@ -350,9 +374,8 @@ class Trainer:
         history.train_seconds = cap.spent()
         if self.log is not None:
             self.log(_stop_line(model.name if phase is None else f"{model.name} {phase}", history, cfg))
-        if stopper is not None and stopper.best_state is not None:
-            model.load_state_dict(stopper.best_state)
-        elif history.epochs:
+        restored = stopper is not None and stopper.restore(model)
+        if not restored and history.epochs:
             history.best_epoch = history.epochs[-1]["epoch"]
         model.fitted = True
         model.eval()
