@@ -106,6 +106,8 @@ def fit_cosernn(
             total += float(loss.detach())
             n_b += 1
             n_train_sessions += int(batch["mask"].sum())
+            if cap.hit:  # checked every step; the partial epoch is still evaluated and may be kept
+                break
         train_time += time.perf_counter() - e0
         val = valid_cosine(model, inputs, labels, valid_users) if len(valid_users) else None
         rec = {"epoch": epoch, "loss": total / max(n_b, 1), "valid_cosine": val, "seconds": time.perf_counter() - e0}
