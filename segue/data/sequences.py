@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from segue.data.interactions import Interactions
+from segue.data.sampling import NegativeSampler
 from segue.errors import DataError
 
 
@@ -59,6 +60,52 @@ def last_items(data: Interactions, users: np.ndarray, s: int) -> np.ndarray:
         idx = stop - back
         ok = idx >= start
         out[ok, s - back] = si[idx[ok]]
+    return out
+
+
+def sequence_rows(train: Interactions, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One training row per user for per-sequence (SASRec-style) training: ``(users, inputs, targets)``.
+
+    A user's training items in time order (file order breaks ties, as in :func:`history_windows`)
+    ``i_1 .. i_n`` give ``inputs = i_1 .. i_{n-1}`` and ``targets = i_2 .. i_n``: the target at each
+    position is the item that follows its input. Only the most recent ``max_len`` positions are
+    kept, left-padded with 0 (the layout of the SASRec authors' data.py), so the last column is
+    always (second-to-last item -> last item). ``users`` (R,) ascending; ``inputs`` and
+    ``targets`` (R, max_len) int64. Users with fewer than two items get no row.
+    """
+    if max_len < 1:
+        raise DataError(f"The sequence length max_len must be >= 1, got {max_len}.")
+    order = _order(train)
+    su = train.users[order]
+    si = train.items[order]
+    n_users = train.n_users
+    bounds = np.searchsorted(su, np.arange(1, n_users + 2), side="left")  # start of user u at bounds[u - 1]
+    start, stop = bounds[:-1], bounds[1:]
+    users = np.flatnonzero(stop - start >= 2) + 1
+    start, stop = start[users - 1], stop[users - 1]
+    back = max_len - np.arange(max_len)  # column j holds the target ``back[j]`` steps before the end
+    tgt = stop[:, None] - back[None, :]  # sorted index of the target of each cell
+    ok = tgt - 1 >= start[:, None]  # its input exists too
+    inputs = np.where(ok, si[np.where(ok, tgt - 1, 0)], 0).astype(np.int64)
+    targets = np.where(ok, si[np.where(ok, tgt, 0)], 0).astype(np.int64)
+    return users.astype(np.int64), inputs, targets
+
+
+def sequence_negatives(sampler: NegativeSampler, users: np.ndarray, targets: np.ndarray, n: int = 1) -> np.ndarray:
+    """``n`` sampled negatives per target position: (R, L, n), 0 where ``targets`` is 0 (padding).
+
+    ``sampler`` decides what counts as seen (built on the training matrix, no draw is one of the
+    user's training items); draws are independent across positions (repeats are possible, as
+    in the SASRec authors' sampler). Only non-padding positions are drawn.
+    """
+    users = np.asarray(users, dtype=np.int64)
+    targets = np.asarray(targets)
+    if targets.ndim != 2 or len(targets) != len(users):
+        raise DataError(f"targets must be (len(users), L), got {targets.shape} for {len(users)} users.")
+    out = np.zeros((*targets.shape, n), dtype=np.int64)
+    rows, cols = np.nonzero(targets)
+    if len(rows) and n:
+        out[rows, cols] = sampler.sample(users[rows], n)
     return out
 
 

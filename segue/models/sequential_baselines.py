@@ -11,11 +11,14 @@ first, left-padded with 0, and score candidates "higher is better". Caser is
     normalisation (pre-LN on the query, as in the authors' code), a final layer norm; the
     output at the last position ``F_t`` scores ``r = F_t . M_j`` with the shared item embedding
     ``M``. Authors' defaults: ``d = 50``, 2 blocks, 1 head, dropout 0.5 (sparse Amazon data; 0.2
-    on MovieLens), ``max_len = 50``, Adam lr 1e-3, binary cross-entropy with one sampled
-    negative. Differences: the authors train on every position of a user's sequence at once;
+    on MovieLens), ``max_len = 50`` (200 on MovieLens-1M), Adam lr 1e-3, binary cross-entropy
+    with one sampled negative. Differences: the authors train on every position of a user's sequence at once;
     the generic trainer feeds one (history window, next item) row per position instead, with the
-    same targets. Padded keys are masked (the authors only zero padded inputs), and positions
-    are counted from the end of the window, which equals the authors' left-padded layout.
+    same targets. :meth:`SASRec.loss` trains the authors' way (batch kind ``sequences``: one
+    row per user, :func:`segue.data.sequences.sequence_rows`, a target at every position).
+    Padded keys are masked (the authors only zero padded inputs), and positions are counted
+    from the end of the window, which equals the authors' left-padded layout: a training row of
+    length ``max_len`` and a scoring window of ``max_len`` give the last item the same position.
 ``agru`` / ``alstm`` (GRU4Rec, Hidasi et al. ICLR'16, with attention over the hidden states, B.10 f/g)
     A GRU (or LSTM) over the last ``s`` items (hidden size ``d``), attention over all hidden
     states with a learned global context ``q`` (the real-valued twin of QUASE's attention:
@@ -43,8 +46,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segue.errors import ConfigError
+from segue.data.batch import SequenceBatch
+from segue.errors import ConfigError, DataError
 from segue.models.base import Context, Measure, Recommender, register
+from segue.models.losses import get_loss
 from segue.models.metric_baselines import _emb
 from segue.models.qualse import _check_items, history_of
 from segue.models.quaternion import run_cell
@@ -87,6 +92,7 @@ class SASRec(_Seq):
 
     name: ClassVar[str] = "sasrec"
     measure: ClassVar[Measure | None] = "dot"
+    batch_kind: ClassVar[str] = "sequences"
     window_field: ClassVar[str] = "max_len"
     train_defaults: ClassVar[dict[str, Any]] = {"loss": "bce", "n_negatives": 1, "batch_size": 128, "lr": 1e-3}
 
@@ -146,6 +152,44 @@ class SASRec(_Seq):
 
     def query_vectors(self, users: Tensor, context: Context | None = None) -> Tensor:
         return self.sequence_vector(history_of(self, users, context, self.config.max_len)).detach()
+
+    def loss(self, batch: SequenceBatch, loss_name: str) -> Tensor:
+        """Mean per-position loss of whole sequences (the authors' training), plus ``reg``.
+
+        The inputs are encoded once; the normalised output at each position (``ln_out``, as in
+        :meth:`sequence_vector`) scores that position's target and negatives by a dot product with
+        the item embeddings. ``loss_name`` (``"bce"``, the authors' loss, or ``"bpr"``) is applied
+        per position exactly as the generic trainer applies it per window row
+        (:mod:`segue.models.losses`), and averaged over the positions whose target is not 0, so the
+        last position of a row gives the loss of the window that ends there. (For one negative the
+        ``"bce"`` value is half the authors' ``-log s(pos) - log(1 - s(neg))``: a constant factor.)
+        """
+        inputs, targets, negs = batch.inputs.long(), batch.targets.long(), batch.negatives.long()
+        if (
+            inputs.ndim != 2
+            or targets.shape != inputs.shape
+            or negs.ndim != 3
+            or negs.shape[:2] != inputs.shape
+            or batch.users.shape != inputs.shape[:1]
+        ):
+            raise DataError(
+                f"sasrec needs users (B,), inputs and targets (B, L) and negatives (B, L, n), got "
+                f"{tuple(batch.users.shape)}, {tuple(inputs.shape)}, {tuple(targets.shape)} and {tuple(negs.shape)}."
+            )
+        for ids in (inputs, targets, negs):
+            if ids.numel() and (ids.min() < 0 or ids.max() > self.n_items):
+                raise DataError(f"sasrec: item ids must lie in 0..{self.n_items} (0 = padding).")
+        if inputs.shape[1] > self.config.max_len:
+            raise DataError(f"sasrec rows hold at most max_len={self.config.max_len} positions, got {inputs.shape[1]}.")
+        loss_fn = get_loss(loss_name)
+        at = targets != 0
+        if not bool(at.any()):
+            raise DataError("The sequence batch has no target (every position is padding).")
+        h = self.ln_out(self.encode(inputs))[at]  # (N, d): only the positions that have a target
+        cand = torch.cat([targets[at, None], negs[at]], 1)  # (N, 1 + n)
+        logits = torch.einsum("nd,ncd->nc", h, self.item_emb(cand))
+        # ``reg`` per position, as the generic trainer applies it per window row: reg * |M_cand|^2 / N
+        return loss_fn(logits[:, :1], logits[:, 1:]) + self.regularization(cand[:, 0], cand)
 
     def regularization(self, users: Tensor, items: Tensor) -> Tensor:
         if not self.config.reg:
