@@ -49,7 +49,7 @@ from segue.data.sampling import NegativeSampler
 from segue.data.sequences import history_windows, sequence_negatives, sequence_rows
 from segue.evaluation.protocols import EvalSet, evaluate, get_protocol
 from segue.models.base import Context, build_model
-from segue.models.losses import get_loss
+from segue.models.losses import LossSpec, get_loss
 from segue.models.sequential_baselines import SASRec
 from segue.pipeline import prepare
 
@@ -133,7 +133,7 @@ def train_epoch(m: SASRec, opt: torch.optim.Optimizer, data: SequenceEpochs) -> 
     m.train()
     total, n = 0.0, 0
     for batch in data.epoch():
-        loss = m.loss(batch, "bce")
+        loss = m.loss(batch, LossSpec("bce"))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

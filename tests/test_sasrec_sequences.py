@@ -13,7 +13,7 @@ from segue.data.sampling import NegativeSampler
 from segue.data.sequences import history_windows, last_items, sequence_negatives, sequence_rows
 from segue.errors import DataError
 from segue.models.base import Context, build_model
-from segue.models.losses import get_loss
+from segue.models.losses import LossSpec, get_loss
 
 N_USERS, N_ITEMS = 6, 25
 
@@ -106,7 +106,7 @@ def test_last_position_loss_equals_the_window_loss_through_score(loss_name: str)
     cand = torch.cat([b.targets[:, -1:], b.negatives[:, -1]], 1)
     scores = m.score(b.users, cand, Context(history=b.inputs))
     window = get_loss(loss_name)(scores[:, :1], scores[:, 1:]) + m.regularization(b.users, cand)
-    assert torch.allclose(m.loss(only_last, loss_name), window, atol=1e-6)
+    assert torch.allclose(m.loss(only_last, LossSpec(loss_name)), window, atol=1e-6)
 
 
 def test_per_position_loss_is_the_mean_over_real_targets() -> None:
@@ -117,7 +117,7 @@ def test_per_position_loss_is_the_mean_over_real_targets() -> None:
     neg = (h * m.item_emb(b.negatives[..., 0])).sum(-1)
     per = 0.5 * (torch.nn.functional.softplus(-pos) + torch.nn.functional.softplus(neg))  # bce over [pos, neg]
     real = b.targets != 0
-    assert torch.allclose(m.loss(b, "bce"), per[real].mean(), atol=1e-6)
+    assert torch.allclose(m.loss(b, LossSpec("bce")), per[real].mean(), atol=1e-6)
 
 
 def test_trimming_leading_padding_columns_changes_nothing() -> None:
@@ -130,7 +130,7 @@ def test_trimming_leading_padding_columns_changes_nothing() -> None:
         torch.nn.functional.pad(b.targets, (6, 0)),
         torch.nn.functional.pad(b.negatives, (0, 0, 6, 0)),
     )
-    assert torch.allclose(m.loss(b, "bce"), m.loss(wide, "bce"), atol=1e-6)
+    assert torch.allclose(m.loss(b, LossSpec("bce")), m.loss(wide, LossSpec("bce")), atol=1e-6)
 
 
 def test_padding_positions_contribute_nothing() -> None:
@@ -144,10 +144,10 @@ def test_padding_positions_contribute_nothing() -> None:
     other = negs.clone()
     other[pad] = N_ITEMS
     changed = SequenceBatch(b.users, inputs, targets, other)
-    assert torch.equal(m.loss(base, "bce"), m.loss(changed, "bce"))
-    assert torch.equal(m.loss(base, "bpr"), m.loss(changed, "bpr"))
+    assert torch.equal(m.loss(base, LossSpec("bce")), m.loss(changed, LossSpec("bce")))
+    assert torch.equal(m.loss(base, LossSpec("bpr")), m.loss(changed, LossSpec("bpr")))
     m.zero_grad()
-    m.loss(changed, "bce").backward()
+    m.loss(changed, LossSpec("bce")).backward()
     assert torch.equal(m.item_emb.weight.grad[N_ITEMS], torch.zeros(8))  # no gradient reaches it
 
 
@@ -164,7 +164,7 @@ def test_no_nan_with_heavy_padding(train: bool) -> None:
     b = SequenceBatch(torch.tensor([1, 2, 3]), inputs, targets, negs)
     out = m.encode(inputs)
     assert torch.isfinite(out).all() and torch.equal(out[:, :-3], torch.zeros_like(out[:, :-3]))
-    loss = m.loss(b, "bce")
+    loss = m.loss(b, LossSpec("bce"))
     assert torch.isfinite(loss)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
@@ -174,13 +174,13 @@ def test_bad_sequence_batches() -> None:
     m = _model()
     b = _batch()
     with pytest.raises(DataError, match="no target"):
-        m.loss(SequenceBatch(b.users, b.inputs, torch.zeros_like(b.targets), b.negatives), "bce")
+        m.loss(SequenceBatch(b.users, b.inputs, torch.zeros_like(b.targets), b.negatives), LossSpec("bce"))
     with pytest.raises(DataError, match="max_len"):
-        m.loss(_batch(L=12), "bce")
+        m.loss(_batch(L=12), LossSpec("bce"))
     with pytest.raises(DataError, match="item ids"):
-        m.loss(SequenceBatch(b.users, b.inputs, b.targets, b.negatives + N_ITEMS), "bce")
+        m.loss(SequenceBatch(b.users, b.inputs, b.targets, b.negatives + N_ITEMS), LossSpec("bce"))
     with pytest.raises(DataError, match="negatives"):
-        m.loss(SequenceBatch(b.users, b.inputs, b.targets, b.negatives[:, :, 0]), "bce")
+        m.loss(SequenceBatch(b.users, b.inputs, b.targets, b.negatives[:, :, 0]), LossSpec("bce"))
 
 
 def test_sequence_training_learns_a_successor_pattern() -> None:
@@ -202,7 +202,7 @@ def test_sequence_training_learns_a_successor_pattern() -> None:
     m.train()
     for _ in range(60):
         negs = sequence_negatives(sampler, users, targets, 1)
-        loss = m.loss(SequenceBatch(*map(torch.as_tensor, (users, inputs, targets, negs))), "bce")
+        loss = m.loss(SequenceBatch(*map(torch.as_tensor, (users, inputs, targets, negs))), LossSpec("bce"))
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -170,3 +170,20 @@ def test_model_options_are_type_checked() -> None:
     with pytest.raises(ConfigError, match="Option reg of model 'mf-bpr' must be float, got str"):
         build_model("mf-bpr", 3, 3, {"reg": "0.1"})
     assert build_model("mf-bpr", 3, 3, {"reg": 1}).config.reg == 1  # an int is a fine float
+
+
+def test_sequence_models_train_one_row_per_user_through_the_trainer(data: Interactions) -> None:
+    from segue.training.batches import SequenceBatches, batches_for
+
+    m = build_model("sasrec", data.n_users, data.n_items, {"dim": 8, "max_len": 5, "n_blocks": 1})
+    cfg = TrainConfig(epochs=2, batch_size=8, loss="bce", **QUIET)
+    b = batches_for(m, data, cfg, np.random.default_rng(0))
+    assert isinstance(b, SequenceBatches) and b.n_rows == data.n_users and b.n_targets == data.n_users * 5
+    batch = next(iter(b.epoch(np.random.default_rng(0))))
+    seen = data.to_csr()
+    for row in range(len(batch)):  # negatives are never the user's own items, and 0 exactly at padding
+        negs = batch.negatives[row, :, 0].numpy()
+        assert ((negs == 0) == (batch.targets[row].numpy() == 0)).all()
+        assert seen[int(batch.users[row]), negs[negs > 0]].sum() == 0
+    h = Trainer(cfg, log=None).fit(m, data)
+    assert h.steps == 2 * len(b) and h.epochs[-1]["loss"] < h.epochs[0]["loss"] + 0.05

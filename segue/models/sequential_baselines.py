@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from segue.data.batch import SequenceBatch
 from segue.errors import ConfigError, DataError
 from segue.models.base import Context, Measure, Recommender, register
-from segue.models.losses import get_loss
+from segue.models.losses import LossSpec
 from segue.models.metric_baselines import _emb
 from segue.models.qualse import _check_items, history_of
 from segue.models.quaternion import run_cell
@@ -153,13 +153,13 @@ class SASRec(_Seq):
     def query_vectors(self, users: Tensor, context: Context | None = None) -> Tensor:
         return self.sequence_vector(history_of(self, users, context, self.config.max_len)).detach()
 
-    def loss(self, batch: SequenceBatch, loss_name: str) -> Tensor:
+    def loss(self, batch: SequenceBatch, spec: LossSpec) -> Tensor:
         """Mean per-position loss of whole sequences (the authors' training), plus ``reg``.
 
         The inputs are encoded once; the normalised output at each position (``ln_out``, as in
         :meth:`sequence_vector`) scores that position's target and negatives by a dot product with
-        the item embeddings. ``loss_name`` (``"bce"``, the authors' loss, or ``"bpr"``) is applied
-        per position exactly as the generic trainer applies it per window row
+        the item embeddings. ``spec`` (``"bce"``, the authors' loss, or ``"bpr"``) is applied
+        per position exactly as the trainer applies it per window row
         (:mod:`segue.models.losses`), and averaged over the positions whose target is not 0, so the
         last position of a row gives the loss of the window that ends there. (For one negative the
         ``"bce"`` value is half the authors' ``-log s(pos) - log(1 - s(neg))``: a constant factor.)
@@ -181,7 +181,6 @@ class SASRec(_Seq):
                 raise DataError(f"sasrec: item ids must lie in 0..{self.n_items} (0 = padding).")
         if inputs.shape[1] > self.config.max_len:
             raise DataError(f"sasrec rows hold at most max_len={self.config.max_len} positions, got {inputs.shape[1]}.")
-        loss_fn = get_loss(loss_name)
         at = targets != 0
         if not bool(at.any()):
             raise DataError("The sequence batch has no target (every position is padding).")
@@ -189,7 +188,7 @@ class SASRec(_Seq):
         cand = torch.cat([targets[at, None], negs[at]], 1)  # (N, 1 + n)
         logits = torch.einsum("nd,ncd->nc", h, self.item_emb(cand))
         # ``reg`` per position, as the generic trainer applies it per window row: reg * |M_cand|^2 / N
-        return loss_fn(logits[:, :1], logits[:, 1:]) + self.regularization(cand[:, 0], cand)
+        return spec(logits) + self.regularization(cand[:, 0], cand)
 
     def regularization(self, users: Tensor, items: Tensor) -> Tensor:
         if not self.config.reg:

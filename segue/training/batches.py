@@ -34,7 +34,7 @@ import torch
 from segue.data.batch import Context, PairBatch, SequenceBatch
 from segue.data.groups import member_matrix, playlist_matrix, playlist_owners
 from segue.data.sampling import NegativeSampler
-from segue.data.sequences import row_contexts
+from segue.data.sequences import row_contexts, sequence_negatives, sequence_rows
 from segue.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -139,8 +139,6 @@ class SequenceBatches(Batches):
 
     def __init__(self, model: Recommender, train: Interactions, cfg: Any, rng: np.random.Generator) -> None:
         super().__init__(cfg.batch_size, cfg.n_negatives)
-        from segue.data.sequences import sequence_rows
-
         _check_sizes(model, train)
         users, inputs, targets = sequence_rows(train, model.history_length())
         if len(users) == 0:
@@ -151,14 +149,13 @@ class SequenceBatches(Batches):
         self.targets = torch.as_tensor(targets)
         self.sampler = NegativeSampler(train.to_csr(), seed=rng)
         self.n_rows = len(users)
+        self.n_targets = int((targets != 0).sum())
 
     def epoch(self, rng: np.random.Generator) -> Iterator[SequenceBatch]:
-        length = self.inputs.shape[1]
         for _, idx in self._slices(rng):
-            u = self.users[idx.numpy()]
-            negs = self.sampler.sample(np.repeat(u, length), self.n_negatives)
-            negs = torch.as_tensor(negs).reshape(len(u), length, self.n_negatives)
-            yield SequenceBatch(self.users_t[idx], self.inputs[idx], self.targets[idx], negs)
+            targets = self.targets[idx]
+            negs = sequence_negatives(self.sampler, self.users[idx.numpy()], targets.numpy(), self.n_negatives)
+            yield SequenceBatch(self.users_t[idx], self.inputs[idx], targets, torch.as_tensor(negs))
 
 
 BUILDERS: dict[str, type[Batches]] = {"pairs": PairBatches, "groups": GroupBatches, "sequences": SequenceBatches}
