@@ -33,12 +33,15 @@ neighbourhood is then playlist-based, the variant the MASR table also runs.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from segue.errors import ConfigError, DataError, NotFittedError
 from segue.models.base import Context, Recommender, register
@@ -66,6 +69,95 @@ def neighbourhoods(train: Interactions, max_neighbours: int, seed: int = 0) -> n
             users = rng.choice(users, size=k, replace=False)
         out[i, : len(users)] = users
     return out
+
+
+# -- kernels -----------------------------------------------------------------------------------
+# Each hop reads one neighbourhood of K users per (case, candidate) row. Gathering the
+# (B, C, K, d) memory rows and contracting them with einsum (a batched GEMV on the non-BLAS
+# path, then an outer-product backward and a 64k-row scatter) costs far more than the
+# arithmetic. Instead the neighbourhood is a sparse (rows x users) pattern S with K entries
+# per row, and
+#   q = (z M^T) sampled on S           (torch.sparse.sampled_addmm, nothing gathered)
+#   o = S_p C                          (F.embedding_bag with per-sample weights p)
+# with the backward passes of the same two kinds; dL/dM and dL/dC (sums over the rows that
+# read each user) are embedding bags over S^T, whose structure is built once per batch.
+
+
+class _Neighbourhood:
+    """The pattern S of ``nb`` (R, K): CSR structure for the rows and the row order of S^T, per user."""
+
+    def __init__(self, nb: Tensor, n_rows: int) -> None:
+        rows, k = nb.shape
+        self.nb = nb
+        self.k = k
+        self.crow = torch.arange(0, rows * k + 1, k, device=nb.device)
+        flat = nb.reshape(-1)
+        self.order = torch.argsort(flat, stable=True)  # entries grouped by user
+        self.row_of = torch.div(self.order, k, rounding_mode="floor")
+        self.offsets = nb.new_zeros(n_rows + 1)
+        torch.cumsum(torch.bincount(flat, minlength=n_rows), 0, out=self.offsets[1:])
+
+    def sampled_dot(self, x: Tensor, table: Tensor) -> Tensor:
+        """``out[r, k] = x[r] . table[nb[r, k]]`` for x (R, d)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            s = torch.sparse_csr_tensor(
+                self.crow, self.nb.reshape(-1), x.new_zeros(self.nb.numel()), size=(x.shape[0], table.shape[0])
+            )
+        return torch.sparse.sampled_addmm(s, x, table.t(), beta=0.0).values().view(self.nb.shape)
+
+    def weighted_sum(self, w: Tensor, table: Tensor) -> Tensor:
+        """``out[r] = sum_k w[r, k] table[nb[r, k]]``, (R, d)."""
+        return F.embedding_bag(self.nb, table, mode="sum", per_sample_weights=w)
+
+    def scatter(self, w: Tensor, x: Tensor) -> Tensor:
+        """``out[u] = sum over (r, k) with nb[r, k] = u of w[r, k] x[r]``, (n_rows, d): S_w^T x."""
+        return F.embedding_bag(
+            self.row_of,
+            x,
+            self.offsets,
+            mode="sum",
+            per_sample_weights=w.reshape(-1)[self.order],
+            include_last_offset=True,
+        )
+
+
+class _SampledDot(torch.autograd.Function):
+    """``q[r, k] = z[r] . M[nb[r, k]]`` (Eq. 1 / Eq. 5's attention logits) for z (R, d)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, table: Tensor, hood: _Neighbourhood) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(z, table)
+        ctx.hood = hood
+        return hood.sampled_dot(z, table)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        z, table = ctx.saved_tensors
+        hood: _Neighbourhood = ctx.hood
+        gz = hood.weighted_sum(grad, table) if ctx.needs_input_grad[0] else None
+        gt = hood.scatter(grad, z) if ctx.needs_input_grad[1] else None
+        return gz, gt, None
+
+
+class _WeightedSum(torch.autograd.Function):
+    """``o[r] = sum_k p[r, k] C[nb[r, k]]`` (Eq. 3) for p (R, K)."""
+
+    @staticmethod
+    def forward(ctx: Any, p: Tensor, table: Tensor, hood: _Neighbourhood) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(p, table)
+        ctx.hood = hood
+        return hood.weighted_sum(p, table)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        p, table = ctx.saved_tensors
+        hood: _Neighbourhood = ctx.hood
+        gp = hood.sampled_dot(grad, table) if ctx.needs_input_grad[0] else None
+        gt = hood.scatter(p, grad) if ctx.needs_input_grad[1] else None
+        return gp, gt, None
 
 
 @register
@@ -137,20 +229,23 @@ class CMN(Recommender):
         return torch.cat([self._score(users[i : i + step], items[i : i + step]) for i in range(0, b, step)])
 
     def _score(self, users: Tensor, items: Tensor) -> Tensor:
+        b, c = items.shape
+        d = self.config.dim
         m_u = self.user_mem(users)[:, None, :]  # (B, 1, d)
         e_i = self.item_mem(items)  # (B, C, d)
-        nb = self.neighbours[items]  # (B, C, K)
-        mask = (nb != 0) & (nb != users[:, None, None])  # the query user is not its own neighbour
-        m_v = self.user_mem(nb)  # (B, C, K, d)
-        c_v = self.out_mem(nb)
-        z = m_u + e_i
+        nb = self.neighbours[items].reshape(b * c, -1)  # (B*C, K)
+        users_of_rows = users.repeat_interleave(c)[:, None]
+        mask = (nb != 0) & (nb != users_of_rows)  # the query user is not its own neighbour
+        hood = _Neighbourhood(nb, self.user_mem.num_embeddings)
+        z = (m_u + e_i).reshape(b * c, d)
         o = torch.zeros_like(z)
         for hop in range(self.config.hops):
             if hop:
                 z = torch.relu(self.hop_w[hop - 1](z) + o)
-            q = torch.einsum("bcd,bckd->bck", z, m_v).masked_fill(~mask, float("-inf"))
+            q = _SampledDot.apply(z, self.user_mem.weight, hood).masked_fill(~mask, float("-inf"))  # z . m_v
             p = torch.softmax(q, dim=-1).nan_to_num(0.0)  # a case without neighbours attends to nothing
-            o = torch.einsum("bck,bckd->bcd", p, c_v)
+            o = _WeightedSum.apply(p, self.out_mem.weight, hood)  # sum_v p_v c_v
+        o = o.view(b, c, d)
         return self.v(torch.relu(self.u_proj(m_u * e_i) + self.w_proj(o))).squeeze(-1)
 
     def regularization(self, users: Tensor, items: Tensor) -> Tensor:

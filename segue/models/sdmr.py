@@ -29,7 +29,11 @@ transforms ``Wc_y v(i)_k`` and ``Wd_y v(o)_k`` are computed once per case and sh
 candidates, the query transforms once per candidate, and only the element-wise
 ``tanh(. + .)`` runs per (candidate, context item): the cost per scored pair is
 ``O(H s d)`` element-wise plus ``O(H d^2)`` instead of ``O(H s d^2)``. The output
-transform ``square(tanh(Wd [p; v(o)_k]))`` is hop-invariant and computed once.
+transform ``square(tanh(Wd [p; v(o)_k]))`` is hop-invariant and computed once. All the hops
+run in one autograd function (``_SDMHops``) whose hand-written backward keeps the
+(cases, candidates, s, d) work to a few passes over preallocated buffers (no einsum, no
+broadcast copies), every matrix product being a (rows, d) x (d, d) GEMM; tanh is evaluated
+through ``expm1`` (``fast_tanh``), which on CPU is several times faster than ``torch.tanh``.
 
 Initialisation (A.5): embeddings ~ N(0, 0.01) (std), edge-weight layers ``w_o, w_e, w_u``
 He-normal; the 2d -> d transforms of SDM are Xavier-normal (the text says nothing).
@@ -45,7 +49,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from segue.errors import ConfigError, DataError
 from segue.models.base import Context, Recommender, checked_history, register
@@ -103,7 +109,7 @@ class _Split2(nn.Module):
 
 def _activation(name: str) -> Any:
     if name == "tanh":
-        return torch.tanh
+        return fast_tanh
     if name == "relu":
         return torch.relu
     if name == "identity":
@@ -127,6 +133,187 @@ def masked_softmin(z: Tensor, mask: Tensor) -> Tensor:
     any_valid = mask.any(dim=-1, keepdim=True)
     logits = torch.where(any_valid, logits, torch.zeros_like(logits))
     return torch.softmax(logits, dim=-1) * mask
+
+
+# -- kernels -----------------------------------------------------------------------------------
+# ``torch.tanh`` on CPU runs at ~2 ns per element (a scalar loop), several times slower than
+# the vectorised ``expm1`` it is rewritten with here: tanh(x) = expm1(2x) / (expm1(2x) + 2),
+# accurate to a few ulp for every x (no cancellation near 0, unlike 2 sigmoid(2x) - 1).
+# ``expm1`` overflows only for 2x > 88.7, so 2x is clamped at 80 (tanh is 1.0 in float32
+# from x = 9) when some input could get there. The backward passes use ``1 - tanh^2`` as
+# ``torch.tanh`` does.
+_TWICE_X_MAX = 80.0
+
+
+def _tanh_of_twice_(x2: Tensor) -> Tensor:
+    """``tanh(x)`` from ``x2 = 2 x``, computed in place in ``x2`` (a fresh tensor)."""
+    e = x2.clamp_(max=_TWICE_X_MAX).expm1_()
+    return e.div_(e + 2.0)
+
+
+class _Tanh(torch.autograd.Function):
+    """``torch.tanh`` with a vectorised forward (see above)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        t = _tanh_of_twice_(x * 2.0)
+        ctx.save_for_backward(t)
+        return t
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (t,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, t)
+
+
+def fast_tanh(x: Tensor) -> Tensor:
+    """``tanh(x)``: the same values to a few ulp and the same gradient as ``torch.tanh``, faster on CPU."""
+    return _Tanh.apply(x)
+
+
+def _squared_tanh_into(t: Tensor, t2: Tensor, x2: Tensor, y2: Tensor, y2_max: float) -> None:
+    """``t <- tanh(u)``, ``t2 <- tanh(u)^2`` for ``u[b, c, k, :] = (x2[b, c, :] + y2[b, k, :]) / 2`` (B, C, K, d).
+
+    Everything runs in the two given (B, C, K, d) buffers: one broadcast add, then in-place passes.
+    """
+    torch.add(x2.unsqueeze(2), y2.unsqueeze(1), out=t)
+    if not float(x2.max()) + y2_max <= _TWICE_X_MAX:  # also true on NaN (which the clamp keeps)
+        t.clamp_(max=_TWICE_X_MAX)
+    t.expm1_()
+    torch.add(t, 2.0, out=t2)
+    t.div_(t2)
+    torch.mul(t, t, out=t2)
+
+
+class _SDMHops(torch.autograd.Function):
+    """The SDM attention and output modules over all hops (Eqs. 5.9-5.11, 5.13-5.17, 5.19), with a hand-written backward.
+
+    Inputs (per case b and candidate c; k runs over the s context items):
+
+    * ``q1`` (B, C, d): the input query q(1) of Eq. 5.7;
+    * ``p_out`` (B, C, d): ``Wd_x p + b_d``, the candidate half of Eq. 5.13's transform;
+    * ``ck`` (B, s, d), ``dk`` (B, s, d): ``Wc_y v(i)_k`` and ``Wd_y v(o)_k``, the context halves of
+      Eqs. 5.9 and 5.13, computed once per case and shared by all its candidates;
+    * ``mask`` (B, 1, s): the non-padding context positions;
+    * ``wc, bc``: ``Wc_x, b_c``; then ``wg, bg`` for each of the hops 2..H (the same tensors
+      repeated when the gate is global).
+
+    Returns ``e(H)`` (B, C, d) and the (B, C, s) attention of every hop (not differentiable).
+
+    The only (B, C, s, d) work is the broadcast ``tanh`` of Eqs. 5.9 and 5.13 (see ``fast_tanh``),
+    its square, the weighted read ``sum_k a_k r_k`` and their backward passes, all written into
+    preallocated buffers; ``r`` (Eq. 5.13's squared transform) is computed once for all hops and
+    its gradient is accumulated over the hops in one buffer. Every matrix product is a
+    (B*C, d) x (d, d) GEMM. ``keep`` is False under ``no_grad`` (nothing is saved).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        keep: bool,
+        q1: Tensor,
+        p_out: Tensor,
+        ck: Tensor,
+        dk: Tensor,
+        mask: Tensor,
+        wc: Tensor,
+        bc: Tensor,
+        *gates: Tensor,
+    ) -> tuple[Tensor, ...]:
+        b, c, d = q1.shape
+        shape = (b, c, ck.shape[1], d)
+        ck2, dk2 = ck * 2.0, dk * 2.0
+        ck2_max = float(ck2.max())
+        tmp = q1.new_empty(shape)  # t^2, then the weighted read
+        scratch = None if keep else q1.new_empty(shape)  # the slopes, when they need not be kept
+        # hop-invariant output transform r = tanh(Wd_x p + b_d + Wd_y v(o)_k)^2 (Eq. 5.13)
+        r = q1.new_empty(shape)
+        slope_r = q1.new_empty(shape) if keep else scratch
+        _squared_tanh_into(slope_r, r, p_out * 2.0, dk2, float(dk2.max()))
+        if keep:
+            slope_r.addcmul_(r, slope_r, value=-1.0)  # t (1 - t^2)
+        q, e = q1, None
+        qs, es, gs, slopes, attention = [], [], [], [], []
+        for hop in range(1, 2 + len(gates) // 2):
+            if hop > 1:
+                assert e is not None
+                g = torch.sigmoid(F.linear(q, gates[2 * hop - 4], gates[2 * hop - 3]))  # Eq. 5.14
+                es.append(e)
+                gs.append(g)
+                q = (1 - g) * e + g * q  # Eq. 5.15
+            qs.append(q)
+            # z_k = |tanh(Wc_x q + b_c + Wc_y v(i)_k)|^2 (Eqs. 5.9 / 5.16)
+            t = q1.new_empty(shape) if keep else scratch
+            _squared_tanh_into(t, tmp, F.linear(q, wc, bc) * 2.0, ck2, ck2_max)
+            z = tmp.sum(-1)
+            if keep:
+                slopes.append(t.addcmul_(tmp, t, value=-1.0))  # t (1 - t^2)
+            a = masked_softmin(z, mask)  # Eqs. 5.10 / 5.17
+            attention.append(a)
+            torch.mul(a.unsqueeze(-1), r, out=tmp)
+            e = tmp.sum(2)  # Eqs. 5.13 / 5.19: e = sum_k a_k r_k
+        assert e is not None
+        if keep:
+            ctx.hops = len(qs)
+            ctx.save_for_backward(wc, r, slope_r, *gates[::2], *qs, *es, *gs, *slopes, *attention)
+        ctx.mark_non_differentiable(*attention)
+        return (e, *attention)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_e: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
+        h = ctx.hops
+        wc, r, slope_r, *saved = ctx.saved_tensors
+        gate_ws, qs, es, gs = (
+            saved[: h - 1],
+            saved[h - 1 : 2 * h - 1],
+            saved[2 * h - 1 : 3 * h - 2],
+            saved[3 * h - 2 : 4 * h - 3],
+        )
+        slopes, attention = saved[4 * h - 3 : 5 * h - 3], saved[5 * h - 3 :]
+        d = wc.shape[0]
+        tmp = torch.empty_like(r)
+        acc = torch.empty_like(r)  # dL/dr, summed over the hops
+        g_wc, g_bc = torch.zeros_like(wc), wc.new_zeros(d)
+        g_ck = torch.zeros_like(r[:, 0])
+        g_gates: list[Tensor] = []
+        ge, gq_next = grad_e, None  # dL/de(h), dL/dq(h) through hop h + 1
+        for hop in range(len(qs), 0, -1):
+            a, q = attention[hop - 1], qs[hop - 1]
+            # read e = sum_k a_k r_k
+            torch.mul(r, ge.unsqueeze(2), out=tmp)
+            ga = tmp.sum(-1)
+            if hop == len(qs):
+                torch.mul(a.unsqueeze(-1), ge.unsqueeze(2), out=acc)
+            else:
+                acc.addcmul_(a.unsqueeze(-1), ge.unsqueeze(2))
+            # a = softmax(-z) over the unmasked positions (a = 0 elsewhere): dL/dz = a (sum_k a_k ga_k - ga)
+            gz = (a * ga).sum(-1, keepdim=True).sub(ga).mul_(a)
+            # z = |tanh(u)|^2 with u = Wc_x q + b_c + ck: dz/du = 2 t (1 - t^2)
+            torch.mul(slopes[hop - 1], gz.unsqueeze(-1), out=tmp)
+            g_u = tmp.sum(2).mul_(2.0)  # (B, C, d)
+            g_ck.add_(tmp.sum(1), alpha=2.0)
+            flat = g_u.reshape(-1, d)
+            g_wc.addmm_(flat.t(), q.reshape(-1, d))
+            g_bc.add_(flat.sum(0))
+            gq = g_u @ wc
+            if gq_next is not None:
+                gq.add_(gq_next)
+            if hop == 1:
+                gq_next = gq
+                break
+            # q = (1 - g) e' + g q' with g = sigmoid(Wg q' + b_g), e' = e(h - 1), q' = q(h - 1)
+            g, e_prev, q_prev = gs[hop - 2], es[hop - 2], qs[hop - 2]
+            ge = gq * (1 - g)
+            g_lin = (q_prev - e_prev).mul_(gq).mul_(g * (1 - g))
+            flat = g_lin.reshape(-1, d)
+            g_gates[:0] = [flat.t() @ q_prev.reshape(-1, d), flat.sum(0)]
+            gq_next = (g_lin @ gate_ws[hop - 2]).add_(gq * g)
+        # r = tanh(u)^2 with u = p_out + dk
+        acc.mul_(slope_r)
+        g_p = acc.sum(2).mul_(2.0)
+        g_dk = acc.sum(1).mul_(2.0)
+        return (None, gq_next, g_p, g_ck, g_dk, None, g_wc, g_bc, *g_gates)
 
 
 # -- SDP ---------------------------------------------------------------------------------------
@@ -269,28 +456,41 @@ class SDM(Recommender):
     def _features(
         self, users: Tensor, items: Tensor, hist: Tensor, return_attention: bool
     ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, list[Tensor]]:
-        act = self.act
+        b, c = items.shape
+        s, d = hist.shape[1], self.config.dim
         mask = (hist != 0)[:, None, :]  # (B, 1, s)
+        fast = self.act is torch.tanh and not (self.training and self.drop.p > 0) and b * c * s > 0
+        act = fast_tanh if fast else self.act
+        # one lookup per item memory for the candidates and the context items
+        ids = torch.cat([items.reshape(-1), hist.reshape(-1)])
+        v_in, v_out = self.item_in(ids), self.item_out(ids)
         # queries per candidate (Eqs. 5.7, 5.8)
-        q = act(self.wa(self.user_in(users)[:, None, :], self.item_in(items)))  # (B, C, d)
-        p = act(self.wb(self.user_out(users)[:, None, :], self.item_out(items)))  # (B, C, d)
+        q = act(self.wa(self.user_in(users)[:, None, :], v_in[: b * c].view(b, c, d)))  # (B, C, d)
+        p = act(self.wb(self.user_out(users)[:, None, :], v_out[: b * c].view(b, c, d)))  # (B, C, d)
         q, p = self.drop(q), self.drop(p)
-        # per-case context memories, shared by all candidates
-        ck = self.wc.wy(self.item_in(hist))[:, None, :, :]  # (B, 1, s, d)
-        dk = self.wd.wy(self.item_out(hist))[:, None, :, :]  # (B, 1, s, d)
-        # hop-invariant output transform (Eq. 5.13 inner term)
-        r = self.drop(act(self.wd.wx(p)[:, :, None, :] + dk)).square()  # (B, C, s, d)
-        e: Tensor | None = None
-        attention: list[Tensor] = []
-        for hop in range(1, self.config.hops + 1):
-            if hop > 1:
-                assert e is not None
-                g = torch.sigmoid(self._gate(hop)(q))  # Eq. 5.14
-                q = (1 - g) * e + g * q  # Eq. 5.15
-            z = act(self.wc.wx(q)[:, :, None, :] + ck).square().sum(-1)  # (B, C, s), Eq. 5.9
-            a = masked_softmin(z, mask)  # Eq. 5.10
-            e = torch.einsum("bcs,bcsd->bcd", a, r)  # Eq. 5.13 / 5.19
-            if return_attention:
+        # per-case context memories, shared by all candidates: Wc_y v(i)_k and Wd_y v(o)_k
+        ck = self.wc.wy(v_in[b * c :].view(b, s, d))  # (B, s, d)
+        dk = self.wd.wy(v_out[b * c :].view(b, s, d))  # (B, s, d)
+        if fast:
+            gates = [
+                t for hop in range(2, self.config.hops + 1) for t in (self._gate(hop).weight, self._gate(hop).bias)
+            ]
+            wc = self.wc.wx
+            args = (q, self.wd.wx(p), ck, dk, mask, wc.weight, wc.bias, *gates)
+            keep = torch.is_grad_enabled() and any(t.requires_grad for t in args)
+            e, *attention = _SDMHops.apply(keep, *args)
+        else:  # another activation (the reduction tests) or active dropout: plain autograd, same math
+            # hop-invariant output transform (Eq. 5.13 inner term)
+            r = self.drop(act(self.wd.wx(p)[:, :, None, :] + dk[:, None, :, :])).square()  # (B, C, s, d)
+            e, attention = None, []
+            for hop in range(1, self.config.hops + 1):
+                if hop > 1:
+                    assert e is not None
+                    g = torch.sigmoid(self._gate(hop)(q))  # Eq. 5.14
+                    q = (1 - g) * e + g * q  # Eq. 5.15
+                z = act(self.wc.wx(q)[:, :, None, :] + ck[:, None, :, :]).square().sum(-1)  # (B, C, s), Eq. 5.9
+                a = masked_softmin(z, mask)  # Eq. 5.10
+                e = (a[..., None] * r).sum(2)  # Eq. 5.13 / 5.19
                 attention.append(a)
         assert e is not None
         o = self.out(e).squeeze(-1)  # Eq. 5.12 / 5.18
