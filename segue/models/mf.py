@@ -105,6 +105,10 @@ class MFBPR(_DotModel):
     def _item_bias(self) -> Tensor | None:
         return self.bias
 
+    def sparse_tables(self) -> tuple[str, ...]:
+        """Embedding tables read only by row in training: the sparse optimizers update just the rows of a batch."""
+        return ("user_emb.weight", "item_emb.weight")
+
     def regularization(self, users: Tensor, items: Tensor) -> Tensor:
         if self.config.reg == 0:
             return torch.zeros((), device=users.device)

@@ -30,6 +30,7 @@ from segue.data.sequences import CONTEXTS, row_contexts
 from segue.errors import ConfigError, DataError
 from segue.models.base import Context
 from segue.training.losses import get_loss
+from segue.training.optim import OPTIMIZERS, make_optimizer, optimizer_for_params
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
@@ -70,7 +71,7 @@ class TrainConfig:
             (self.n_negatives >= 1, "n_negatives must be >= 1"),
             (self.patience >= 1, "patience must be >= 1"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
-            (self.optimizer in ("adam", "adagrad", "sgd"), "optimizer must be adam, adagrad or sgd"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
             (self.negative_sampling in ("uniform", "popularity"), "negative_sampling must be uniform or popularity"),
             (self.context in CONTEXTS, f"context must be one of {', '.join(CONTEXTS)}"),
             (
@@ -126,11 +127,7 @@ def seed_everything(seed: int) -> None:
 
 
 def _make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, wd: float) -> torch.optim.Optimizer:
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
-    return torch.optim.SGD(params, lr=lr, weight_decay=wd)
+    return optimizer_for_params(name, params, lr, wd)
 
 
 class Trainer:
@@ -177,9 +174,7 @@ class Trainer:
         model.to(device)
         rng = np.random.default_rng(cfg.seed)
         loss_fn = get_loss(cfg.loss)
-        opt = _make_optimizer(
-            cfg.optimizer, [p for p in model.parameters() if p.requires_grad], cfg.lr, cfg.weight_decay
-        )
+        opt = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay)
 
         users = train.users.copy()
         items = train.items.copy()
