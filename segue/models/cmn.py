@@ -248,6 +248,9 @@ class CMN(Recommender):
         o = o.view(b, c, d)
         return self.v(torch.relu(self.u_proj(m_u * e_i) + self.w_proj(o))).squeeze(-1)
 
+    def sparse_tables(self) -> tuple[str, ...]:  # read only by row: the sparse optimizers may update just those
+        return ("user_mem.weight", "item_mem.weight", "out_mem.weight")
+
     def regularization(self, users: Tensor, items: Tensor) -> Tensor:
         if not self.config.reg:
             return torch.zeros((), device=users.device)

@@ -372,6 +372,9 @@ class SDP(Recommender):
     def score(self, users: Tensor, items: Tensor, context: Context | None = None) -> Tensor:
         return -self.distance(users, items)
 
+    def sparse_tables(self) -> tuple[str, ...]:  # read only by row: the sparse optimizers may update just those
+        return ("user_emb.weight", "item_emb.weight")
+
     def regularization(self, users: Tensor, items: Tensor) -> Tensor:
         c = self.config
         out = torch.zeros((), device=users.device)
@@ -427,6 +430,9 @@ class SDM(Recommender):
 
     def history_length(self) -> int:
         return self.config.s
+
+    def sparse_tables(self) -> tuple[str, ...]:  # read only by row: the sparse optimizers may update just those
+        return ("user_in.weight", "item_in.weight", "user_out.weight", "item_out.weight")
 
     def _gate(self, hop: int) -> nn.Linear:
         return self.gates[hop - 2] if self.config.hop_gates else self.gates[0]

@@ -37,6 +37,7 @@ from segue.data.sequences import CONTEXTS
 from segue.errors import ConfigError, DataError
 from segue.models.losses import LossSpec
 from segue.training.batches import batches_for
+from segue.training.optim import OPTIMIZERS, make_optimizer
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
@@ -98,7 +99,7 @@ class TrainConfig:
             (self.adv_norm in ("row", "tensor"), "adv_norm must be row or tensor"),
             (self.adv_scale in ("std", "unit"), "adv_scale must be std or unit"),
             (self.adv_lr is None or self.adv_lr > 0, "adv_lr must be > 0"),
-            (self.optimizer in ("adam", "adagrad", "sgd"), "optimizer must be adam, adagrad or sgd"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
             (self.negative_sampling in ("uniform", "popularity"), "negative_sampling must be uniform or popularity"),
             (self.context in CONTEXTS, f"context must be one of {', '.join(CONTEXTS)}"),
             (
@@ -159,14 +160,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
-
-
-def _make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, wd: float) -> torch.optim.Optimizer:
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
-    return torch.optim.SGD(params, lr=lr, weight_decay=wd)
 
 
 class BestState:
@@ -302,7 +295,7 @@ class Trainer:
         rng = np.random.default_rng(cfg.seed)
         spec = cfg.loss_spec()
         batches = batches_for(model, train, cfg, rng)
-        opt = _make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
+        opt = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay)
 
         history = History(monitor=cfg.monitor if valid is not None else None)
         stopper = EarlyStopping(valid, cfg) if valid is not None else None
