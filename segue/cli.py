@@ -170,17 +170,48 @@ def _parse_sets(values: list[str] | None) -> dict[str, Any]:
     return opts
 
 
+def _split_sets(model_cls: Any, sets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Route each ``--set`` key to the model's options or the trainer's (model keys win a clash)."""
+    import dataclasses
+
+    from segue.training.trainer import TrainConfig
+
+    model_keys = {f.name for f in dataclasses.fields(model_cls.Config)}
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_opts, train_opts = {}, {}
+    for k, v in sets.items():
+        if k in model_keys:
+            model_opts[k] = v
+        elif k in train_keys:
+            train_opts[k] = v
+        else:
+            raise ConfigError(
+                f"--set {k}: not an option of model {model_cls.name!r} ({', '.join(sorted(model_keys)) or 'none'}) "
+                f"nor of the trainer ({', '.join(sorted(train_keys))})."
+            )
+    return model_opts, train_opts
+
+
 @app.command()
 def train(
     model: Annotated[str, typer.Argument(help="Model name, e.g. pop, itemknn, mf-bpr, wmf (see `segue models`).")],
     dataset: Annotated[str, typer.Argument(help="Dataset name (see `segue datasets`).")],
-    config: Annotated[Path | None, typer.Option(help="TOML file with [model] and [train] tables.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with \\[model] and \\[train] tables.")] = None,
     protocol: Annotated[
         str | None, typer.Option(help="Evaluation protocol (default: the dataset's, loo-sampled for most).")
     ] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory to write.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Model option key=value (repeatable).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Override [train] epochs.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="A model or trainer option, key=value (repeatable; see `segue models`)."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Most epochs to train (\\[train] epochs).")] = None,
+    max_seconds: Annotated[
+        float | None, typer.Option(help="Wall-clock cap on training, checked after every step.")
+    ] = None,
+    patience: Annotated[int | None, typer.Option(help="Dev evaluations without improvement before stopping.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training rows per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     negatives: Annotated[
         int | None, typer.Option(help="Sampled negatives per evaluation case (sampled protocols).")
     ] = None,
@@ -202,11 +233,13 @@ def train(
     protocol = protocol or get_dataset(dataset).default_protocol
     proto = get_protocol(protocol, seed=seed, n_negatives=negatives)
     model_opts, train_opts = load_config_file(config) if config else ({}, {})
-    model_opts.update(_parse_sets(set_))
+    set_model, set_train = _split_sets(model_cls, _parse_sets(set_))
+    model_opts.update(set_model)
+    train_opts.update(set_train)
     model_cls.config_from_dict(model_opts)
     train_opts.setdefault("seed", seed)
-    if epochs is not None:
-        train_opts["epochs"] = epochs
+    flags = {"epochs": epochs, "max_seconds": max_seconds, "patience": patience, "batch_size": batch_size, "lr": lr}
+    train_opts.update({k: v for k, v in flags.items() if v is not None})
     if device is not None:
         train_opts["device"] = device
     if no_progress or as_json:

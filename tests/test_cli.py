@@ -89,6 +89,39 @@ def test_train_evaluate_recommend_round_trip(tmp_path: Path, data_dir: Path) -> 
     assert r.exit_code == 0 and train_items <= {it["item"] for it in json.loads(r.stdout)["items"]}
 
 
+def test_training_flags_and_sets_reach_the_trainer(tmp_path: Path, data_dir: Path) -> None:
+    r = runner.invoke(
+        app,
+        ["train", "mf-bpr", "ml-100k", "--data-dir", str(data_dir), "--out", str(tmp_path / "r"), "--negatives", "10",
+         "--set", "dim=4", "--set", "max_seconds=30", "--epochs", "2", "--patience", "3", "--batch-size", "32",
+         "--lr", "0.05", "--seed", "4", "--json"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["model_options"]["dim"] == 4
+    train = saved["train"]
+    assert (
+        train["max_seconds"],
+        train["epochs"],
+        train["patience"],
+        train["batch_size"],
+        train["lr"],
+        train["seed"],
+    ) == (
+        30,
+        2,
+        3,
+        32,
+        0.05,
+        4,
+    )
+
+
+def test_train_help_shows_the_config_tables() -> None:
+    r = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert "[model] and [train] tables" in r.output and "--max-seconds" in r.output
+
+
 def test_toml_config_is_used(tmp_path: Path, data_dir: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[model]\ndim = 4\n[train]\nepochs = 1\nprogress = false\n")
@@ -120,7 +153,9 @@ def test_toml_config_is_used(tmp_path: Path, data_dir: Path) -> None:
         (["train", "nope", "ml-100k"], "Unknown model 'nope'"),
         (["train", "pop", "netflix"], "Unknown dataset 'netflix'"),
         (["train", "pop", "ml-1m"], "cfm/ml-1m.zip not found"),
-        (["train", "mf-bpr", "ml-100k", "--set", "dimension=3"], "Unknown option(s) dimension"),
+        (["train", "mf-bpr", "ml-100k", "--set", "dimension=3"], "--set dimension: not an option of model 'mf-bpr'"),
+        (["train", "mf-bpr", "ml-100k", "--max-seconds", "0"], "max_seconds must be > 0"),
+        (["train", "mf-bpr", "ml-100k", "--set", "lr=fast"], "Option lr of the trainer"),
         (["train", "mf-bpr", "ml-100k", "--set", "dim"], "--set expects key=value"),
         (["train", "pop", "ml-100k", "--protocol", "everything"], "Unknown protocol 'everything'"),
         (["train", "pop", "ml-100k"], "leaving fewer than 100 to sample as negatives"),
