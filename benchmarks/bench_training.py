@@ -20,8 +20,10 @@ Prints, in one run pinned to one core (``taskset``, the first allowed core; one 
 4. A table: model | rows/s before | rows/s after | speed-up | % of peak | peer | peer rows/s | ratio,
    where ratio = segue's speed / the peer's (> 1: segue is faster).
 
-Each version's epoch is run ``--repeats`` times (a fresh model each time) and the fastest kept; the
-core is shared with other work, so the matmul peak is sampled between models and the best sample used.
+Each version's epoch is run ``--repeats`` times (a fresh model each time, the versions alternating) and
+the fastest kept. The core is shared with other work, which can halve its speed for a while: the matmul
+peak is sampled between models (the best sample is the peak), a short matmul sample is taken before
+every epoch, and a speed-up whose two fastest epochs met different machine states is flagged ``~``.
 
 Usage::
 
@@ -60,6 +62,8 @@ REPO = HERE.parent
 OUT = HERE / "out"
 RECBOLE_PY = HERE / ".venv-recbole" / "bin" / "python"
 BEFORE_REV = "eb0d703"
+#: fastest before/after epochs whose adjacent matmul samples differ by more than this are flagged as unsteady
+STATE_GAP = 1.5
 PAIR_DATA = "ml-1m"
 PLAYLIST_DATA = "yes-big"
 #: segue model -> RecBole model of the same method
@@ -299,6 +303,7 @@ def worker(rows: int, seed: int) -> int:
             if kind not in tables:
                 tables[kind] = load_table(kind, rows, seed)
             train = tables[kind]
+            peak_at = matmul_peak(n=1024, reps=3)  # the state of the shared core just before this epoch
             res = measure(
                 req["model"],
                 train,
@@ -308,6 +313,7 @@ def worker(rows: int, seed: int) -> int:
                 flops=req.get("flops", True),
             )
             res["digest"] = table_digest(train)
+            res["peak_at"] = peak_at
         except Exception as e:  # one failing model must not stop the benchmark
             res = {"error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
         print(json.dumps(res, default=float), flush=True)
@@ -522,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="", help="comma list of model names (default: every trainable model)")
     ap.add_argument("--rows", type=int, default=30000, help="training rows of the subsample (whole users/playlists)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--repeats", type=int, default=2, help="epochs per model and version (fresh model each); best kept")
+    ap.add_argument("--repeats", type=int, default=3, help="epochs per model and version (fresh model each); best kept")
     ap.add_argument("--before-rev", default=BEFORE_REV, help="the commit the refactor started from")
     ap.add_argument("--before-path", help="a checkout of --before-rev (default: a worktree at it, made if missing)")
     ap.add_argument("--no-before", action="store_true", help="measure the working tree only")
@@ -600,10 +606,12 @@ def main(argv: list[str] | None = None) -> int:
         runs_a: list[dict[str, Any]] = []
         runs_b: list[dict[str, Any]] = []
         for r in range(args.repeats):
+            if r % 2 and before is not None and runs_a:  # alternate which version goes first
+                runs_b.append(before.ask({**req, "adversarial": runs_a[0]["stage"] == "adversarial", "flops": False}))
             runs_a.append(after.ask({**req, "flops": r == 0}))
             if "rows_per_s" not in runs_a[-1]:
                 break
-            if before is not None:
+            if r % 2 == 0 and before is not None:
                 runs_b.append(before.ask({**req, "adversarial": runs_a[0]["stage"] == "adversarial", "flops": False}))
         peaks.append(matmul_peak(reps=3))
         a, b = _best(runs_a), (_best(runs_b) if runs_b else {})
@@ -620,10 +628,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:10} error (after): {a['error']}", flush=True)
             continue
         row["speedup"] = a["rows_per_s"] / b["rows_per_s"] if "rows_per_s" in b else None
+        if "peak_at" in b and max(a["peak_at"], b["peak_at"]) > STATE_GAP * min(a["peak_at"], b["peak_at"]):
+            row["unsteady"] = True
         print(
             f"{name:10} {row['data']:9} {a['stage']:11} {a['rows']:7d} {_fmt(b.get('rows_per_s')):>11} "
             f"{_fmt(a['rows_per_s']):>10} {_fmt(row['speedup'], 2):>6} {_si(a.get('flops_per_row')):>9} "
             f"{_fmt(a.get('flops_per_s', math.nan) / 1e9, 2):>8}"
+            + ("  ~" if row.get("unsteady") else "")
             + (f"  (before: {b['error']})" if "error" in b else "")
             + (f"  ({row['warning']})" if "warning" in row else ""),
             flush=True,
@@ -631,6 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     after.close()
     if before is not None:
         before.close()
+    if any(row.get("unsteady") for row in report["models"].values()):
+        print(f"~: the fastest before and after epochs ran while the core's matmul speed differed by more than "
+              f"{STATE_GAP}x (other work on the machine); that speed-up is not reliable")  # fmt: skip
     peaks.append(matmul_peak(reps=10))
     peak = max(peaks)
     report["peak_flops"] = {"samples": peaks, "used": peak}
