@@ -33,8 +33,10 @@ import numpy as np
 import torch
 
 from segue.config import from_options
+from segue.data.batch import PairBatch
 from segue.data.sequences import CONTEXTS
 from segue.errors import ConfigError, DataError
+from segue.models.base import Recommender
 from segue.models.losses import LossSpec
 from segue.training.batches import batches_for
 from segue.training.optim import OPTIMIZERS, make_optimizer
@@ -42,7 +44,6 @@ from segue.training.optim import OPTIMIZERS, make_optimizer
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
     from segue.evaluation.protocols import EvalSet
-    from segue.models.base import Recommender
     from segue.training.adversarial import Adversary
 
 
@@ -294,6 +295,7 @@ class Trainer:
         model.prepare(train)
         rng = np.random.default_rng(cfg.seed)
         spec = cfg.loss_spec()
+        penalised = type(model).regularization is not Recommender.regularization
         batches = batches_for(model, train, cfg, rng)
         opt = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay)
 
@@ -311,8 +313,11 @@ class Trainer:
             total, seen = 0.0, 0
             progress = _progress(cfg.progress, len(batches), f"{phase or model.name} {epoch}/{cfg.epochs}")
             for batch in batches.epoch(rng):
-                batch = batch.to(device)
-                loss = model.loss(batch, spec) + _regularization(model, batch)
+                if device.type != "cpu":  # builders produce CPU tensors
+                    batch = batch.to(device)
+                loss = model.loss(batch, spec)
+                if penalised and isinstance(batch, PairBatch):  # sequence losses include their own penalty
+                    loss = loss + model.regularization(batch.users, batch.items)
                 if adversary is not None:
                     loss = loss + adversary.term(model, batch, spec)
                 if not torch.isfinite(loss):
@@ -373,13 +378,6 @@ class Trainer:
         model.fitted = True
         model.eval()
         return history
-
-
-def _regularization(model: Recommender, batch: Any) -> torch.Tensor:
-    items = getattr(batch, "items", None)
-    if items is None:  # sequence batches: the model's loss includes its own penalty
-        return torch.zeros((), device=batch.users.device)
-    return model.regularization(batch.users, items)
 
 
 def monitor_keys(monitor: str) -> tuple[str, ...]:
