@@ -188,7 +188,7 @@ def _count_flops(model: Any, train: Any, cfg: Any, adversarial: bool) -> tuple[f
     from torch.utils.flop_counter import FlopCounterMode
 
     from segue.training.batches import batches_for
-    from segue.training.trainer import _regularization
+    from segue.training.trainer import batch_loss
 
     rng = np.random.default_rng(cfg.seed)
     batches = batches_for(model, train, cfg, rng)
@@ -199,12 +199,10 @@ def _count_flops(model: Any, train: Any, cfg: Any, adversarial: bool) -> tuple[f
     spec = cfg.loss_spec()
     model.train()
     with FlopCounterMode(display=False) as counter:
-        loss = model.loss(batch, spec) + _regularization(model, batch)
-        if adversarial:
-            from segue.training.adversarial import Adversary
+        from segue.training.adversarial import Adversary
 
-            loss = loss + Adversary.from_config(model.adversary_tables(), cfg).term(model, batch, spec)
-        loss.backward()
+        adversary = Adversary.from_config(model.adversary_tables(), cfg) if adversarial else None
+        batch_loss(model, batch, spec, adversary).backward()
     model.zero_grad(set_to_none=True)
     model.eval()
     return counter.get_total_flops() / max(batch_rows, 1), total_rows

@@ -295,7 +295,6 @@ class Trainer:
         model.prepare(train)
         rng = np.random.default_rng(cfg.seed)
         spec = cfg.loss_spec()
-        penalised = type(model).regularization is not Recommender.regularization
         batches = batches_for(model, train, cfg, rng)
         opt = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay)
 
@@ -315,11 +314,7 @@ class Trainer:
             for batch in batches.epoch(rng):
                 if device.type != "cpu":  # builders produce CPU tensors
                     batch = batch.to(device)
-                loss = model.loss(batch, spec)
-                if penalised and isinstance(batch, PairBatch):  # sequence losses include their own penalty
-                    loss = loss + model.regularization(batch.users, batch.items)
-                if adversary is not None:
-                    loss = loss + adversary.term(model, batch, spec)
+                loss = batch_loss(model, batch, spec, adversary)
                 if not torch.isfinite(loss):
                     raise DataError(
                         f"Training of {model.name} diverged at epoch {epoch} (loss is {loss.item()}); "
@@ -378,6 +373,17 @@ class Trainer:
         model.fitted = True
         model.eval()
         return history
+
+
+def batch_loss(model: Recommender, batch: Any, spec: LossSpec, adversary: Adversary | None = None) -> torch.Tensor:
+    """The objective of one training step: the model's loss on ``batch``, its penalty on the rows the batch
+    touched (pair batches; sequence losses include their own), and the adversarial term."""
+    loss = model.loss(batch, spec)
+    if isinstance(batch, PairBatch) and type(model).regularization is not Recommender.regularization:
+        loss = loss + model.regularization(batch.users, batch.items)
+    if adversary is not None:
+        loss = loss + adversary.term(model, batch, spec)
+    return loss
 
 
 def monitor_keys(monitor: str) -> tuple[str, ...]:
