@@ -300,9 +300,8 @@ def quaternion_attention(
         if mask is None:
             alpha = torch.softmax(prod, dim=1)
         else:
-            m = mask.unsqueeze(-1).expand_as(prod)
-            z = prod.masked_fill(~m, float("-inf"))
-            z = torch.where(m.any(dim=1, keepdim=True), z, torch.zeros_like(z))
+            m = mask.unsqueeze(-1)  # (B, L, 1), broadcast over the d positions
+            z = prod.masked_fill(~m, float("-inf")).masked_fill_(~m.any(dim=1, keepdim=True), 0.0)
             alpha = torch.softmax(z, dim=1) * m
         return (alpha * steps).sum(1), alpha
     vt = right_blocks(context, scale).flatten(-2)  # (4, d) or (B, 4, d): row c = the flattened blocks R[c, :]
