@@ -41,6 +41,15 @@ Losses (B.6): BPR with 4 negatives per positive (the trainer's ``loss="bpr"``,
 with ``init_std = 0.01`` ([AMBIG] default), quaternion weights as in
 :mod:`segue.models.quaternion`.
 
+Efficiency: everything per (user, history) is computed once per row and shared by the
+candidates (``u(long)``, ``u(short)``, the user half of the gate, ``W_o1 x u(long)`` and
+``W_o2 x u(short)``); only the gate's item half and the fused read run per candidate. The
+attention and the recurrence are the batched kernels of :mod:`segue.models.quaternion`; scores
+are batched matrix-vector products. Embedding rows are read with one ``index_select`` per id
+tensor and a table's window and candidates share one gradient table (``_Rows``; the gradient is
+``F.embedding(..., padding_idx=0)``'s, row 0 gets none); the adversary's substituted tables are
+read through :meth:`_QuaternionModel.table` as before.
+
 The long-term window length ``l`` is a config value (default 50, a model never reads data);
 :func:`whisker_length` computes the spec's ``Q3 + 1.5 IQR`` rule from a training table so a
 caller can pass it as ``l``.
@@ -55,6 +64,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from segue.errors import ConfigError, DataError
 from segue.models.base import Context, Measure, Recommender, checked_history, register
@@ -64,10 +74,10 @@ from segue.models.quaternion import (
     QuaternionLinear,
     QuaternionLSTMCell,
     check_dim,
-    component_cat,
     quaternion_attention,
     run_cell,
 )
+from segue.models.sdmr import fast_tanh
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
@@ -86,12 +96,52 @@ def whisker_length(train: Interactions, minimum: int = 5) -> int:
 history_of = checked_history  # the shared, checked history accessor (segue.models.base)
 
 
+def _dot(vectors: Tensor, u: Tensor) -> Tensor:
+    """``[vectors[b, c] . u[b]]`` (B, C) as one batched matrix-vector product."""
+    return torch.bmm(vectors, u.unsqueeze(-1)).squeeze(-1)
+
+
 def _check_items(model: Recommender, users: Tensor, items: Tensor) -> None:
     _check(model, users, items)
     if users.numel() and (users.min() < 1 or users.max() > model.n_users):
         raise DataError(f"{model.name}: user ids must lie in 1..{model.n_users}.")
     if items.numel() and (items.min() < 0 or items.max() > model.n_items):
         raise DataError(f"{model.name}: item ids must lie in 0..{model.n_items}.")
+
+
+class _Rows(torch.autograd.Function):
+    """``table[ids]`` for one or more id tensors, with the gradient of ``F.embedding(ids, table, padding_idx=0)``.
+
+    Row 0 (padding) gets no gradient. The forward is one ``index_select`` per id tensor; the backward
+    adds every output's gradient into one zero table with ``index_add_`` (on CPU about twice as fast
+    as the embedding backward, which adds the rows one by one), so reading a window and the
+    candidates of one table together gives it one gradient table instead of two plus their sum.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, table: Tensor, *ids: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
+        ctx.save_for_backward(*ids)
+        ctx.n_rows = table.shape[0]
+        ctx.set_materialize_grads(False)
+        return tuple(table.index_select(0, i.reshape(-1)).view(*i.shape, table.shape[1]) for i in ids)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        out = None
+        for ids, grad in zip(ctx.saved_tensors, grads, strict=True):
+            if grad is not None:
+                if out is None:
+                    out = grad.new_zeros(ctx.n_rows, grad.shape[-1])
+                out.index_add_(0, ids.reshape(-1), grad.reshape(-1, grad.shape[-1]))
+        if out is not None:
+            out[0] = 0.0
+        return (out, *(None for _ in grads))
+
+
+def _sq(weight: Tensor, ids: Tensor) -> Tensor:
+    """``||weight[ids]||^2`` summed over the rows (the gather's backward is one ``index_add_``)."""
+    return weight.index_select(0, ids.reshape(-1)).pow(2).sum()
 
 
 class _QuaternionModel(Recommender):
@@ -137,14 +187,19 @@ class _QuaternionModel(Recommender):
         return getattr(self, name).weight
 
     def lookup(self, name: str, ids: Tensor) -> Tensor:
-        return F.embedding(ids, self.table(name), padding_idx=0)
+        """Rows ``ids`` of table ``name``: ``F.embedding(ids, table, padding_idx=0)`` (see :class:`_Rows`)."""
+        return _Rows.apply(self.table(name), ids)[0]
+
+    def lookups(self, name: str, *ids: Tensor) -> tuple[Tensor, ...]:
+        """:meth:`lookup` of several id tensors in one table, with one gradient table for all of them."""
+        return _Rows.apply(self.table(name), *ids)
 
     def regularization(self, users: Tensor, items: Tensor) -> Tensor:
         c = self.config
         total = torch.zeros((), device=users.device)
         if c.reg:
-            rows = sum(getattr(self, t).weight[users].pow(2).sum() for t in self.user_tables if hasattr(self, t))
-            rows = rows + sum(getattr(self, t).weight[items].pow(2).sum() for t in self.item_tables if hasattr(self, t))
+            rows = sum(_sq(getattr(self, t).weight, users) for t in self.user_tables if hasattr(self, t))
+            rows = rows + sum(_sq(getattr(self, t).weight, items) for t in self.item_tables if hasattr(self, t))
             total = total + c.reg * rows / len(users)
         if c.reg_theta:
             emb = {id(getattr(self, t).weight) for t in self.adv_tables()}
@@ -190,16 +245,18 @@ class QUALE(_QuaternionModel):
 
     def long_user(self, users: Tensor, hist: Tensor) -> Tensor:
         """``u(long)`` (B, d) from the long-term window (B, l)."""
-        out, _ = quaternion_attention(
-            self.lookup("item_long", hist), self.lookup("user_long", users), hist != 0, self.config.per_dim
-        )
+        return self._long(users, self.lookup("item_long", hist), hist != 0)
+
+    def _long(self, users: Tensor, steps: Tensor, mask: Tensor) -> Tensor:
+        """``u(long)`` from the window's rows ``p(long)_k`` (B, l, d) and its padding mask (Eqs. 5.29-5.31)."""
+        out, _ = quaternion_attention(steps, self.lookup("user_long", users), mask, self.config.per_dim)
         return out
 
     def score(self, users: Tensor, items: Tensor, context: Context | None = None) -> Tensor:
         _check_items(self, users, items)
         hist = history_of(self, users, context, self.config.l)
-        u = self.long_user(users, hist)
-        return torch.einsum("bd,bcd->bc", u, self.lookup("item_long", items)) / 4.0
+        steps, candidates = self.lookups("item_long", hist, items)
+        return _dot(candidates, self._long(users, steps, hist != 0)) / 4.0  # Eq. 5.32
 
     def item_vectors(self) -> Tensor:
         return self.item_long.weight.detach()
@@ -249,16 +306,19 @@ class QUASE(_QuaternionModel):
     def short_user(self, hist: Tensor) -> Tensor:
         """``u(short)`` (B, d) from the short-term window (B, s)."""
         hist = hist[:, -self.config.s :]
-        mask = hist != 0
-        h = run_cell(self.rnn, self.lookup("item_short", hist), mask)
+        return self._short(self.lookup("item_short", hist), hist != 0)
+
+    def _short(self, steps: Tensor, mask: Tensor) -> Tensor:
+        """``u(short)`` from the window's rows ``p(short)_t`` (B, s, d) and its padding mask (Eqs. 5.33-5.35)."""
+        h = run_cell(self.rnn, steps, mask)
         pooled, _ = quaternion_attention(h, self.context_short, mask, self.config.per_dim)
-        return torch.tanh(self.out_short(pooled))
+        return fast_tanh(self.out_short(pooled))
 
     def score(self, users: Tensor, items: Tensor, context: Context | None = None) -> Tensor:
         _check_items(self, users, items)
         hist = history_of(self, users, context, self.config.s)
-        u = self.short_user(hist)
-        return torch.einsum("bd,bcd->bc", u, self.lookup("item_short", items)) / 4.0
+        steps, candidates = self.lookups("item_short", hist, items)
+        return _dot(candidates, self._short(steps, hist != 0)) / 4.0  # Eq. 5.36
 
     def item_vectors(self) -> Tensor:
         return self.item_short.weight.detach()
@@ -346,6 +406,8 @@ class QUALSE(_QuaternionModel):
     # the encoders are QUALE's and QUASE's, on this model's own tables
     long_user = QUALE.long_user
     short_user = QUASE.short_user
+    _long = QUALE._long
+    _short = QUASE._short
 
     def encode(self, users: Tensor, hist: Tensor) -> tuple[Tensor, Tensor]:
         """``(u(long), u(short))``, (B, d) each, from the long window (its last ``s`` items are S(u))."""
@@ -353,38 +415,69 @@ class QUALSE(_QuaternionModel):
 
     def gate(self, users: Tensor, items: Tensor, u_long: Tensor, u_short: Tensor) -> Tensor:
         """``gamma`` (B, C, d) of Eq. 5.37."""
-        ug, pg = ("user_gate", "item_gate") if self.config.gate_tables == "new" else ("user_long", "item_long")
-        user_part = self.gate_1(component_cat(u_long, u_short)) + self.gate_2(self.lookup(ug, users))
+        return torch.sigmoid(self._gate_user(users, u_long, u_short)[:, None, :] + self._gate_items(items))
+
+    def _gate_user(self, users: Tensor, u_long: Tensor, u_short: Tensor) -> Tensor:
+        """The per-row part of Eq. 5.37's gate, ``W_g1 (x) [u(long), u(short)] + W_g2 (x) u_g`` (B, d).
+
+        One product: ``[u(long) | u(short) | u_g]`` times ``[W_g1 | W_g2]``, the columns of ``W_g1`` (which
+        acts on the component-wise concatenation ``[r r' a a' b b' c c']``) reordered to ``[r a b c | r' a' b' c']``.
+        """
+        ug = "user_gate" if self.config.gate_tables == "new" else "user_long"
+        d = u_long.shape[-1]
+        w1 = self.gate_1.weight_matrix().view(d, 4, 2, d // 4).transpose(1, 2).reshape(d, 2 * d)
+        w = torch.cat([w1, self.gate_2.weight_matrix()], dim=1)
+        return F.linear(torch.cat([u_long, u_short, self.lookup(ug, users)], dim=1), w, self.gate_1.bias)
+
+    def _gate_items(self, items: Tensor, rows: Tensor | None = None) -> Tensor:
+        """The per-candidate part ``W_g3 (x) p_g`` (B, C, d); ``rows`` are the candidates' ``p_g`` if already read."""
+        pg = "item_gate" if self.config.gate_tables == "new" else "item_long"
         if items.numel() > self.n_items:  # long candidate lists: transform the table once, then gather
-            item_part = F.embedding(items, self.gate_3(self.table(pg)))
-        else:
-            item_part = self.gate_3(self.lookup(pg, items))
-        return torch.sigmoid(user_part[:, None, :] + item_part)
+            return F.embedding(items, self.gate_3(self.table(pg)))
+        return self.gate_3(self.lookup(pg, items) if rows is None else rows)
 
     def score(self, users: Tensor, items: Tensor, context: Context | None = None) -> Tensor:
         _check_items(self, users, items)
         hist = history_of(self, users, context, self.config.l)
-        u_long, u_short = self.encode(users, hist)
+        short = hist[:, -self.config.s :]
+        if items.shape[1] <= self._chunk:  # training: each table read once for the windows and the candidates
+            steps_long, p_long = self.lookups("item_long", hist, items)
+            steps_short, p_short = self.lookups("item_short", short, items)
+        else:
+            steps_long, steps_short = self.lookup("item_long", hist), self.lookup("item_short", short)
+        u_long, u_short = self._long(users, steps_long, hist != 0), self._short(steps_short, short != 0)
+        user_part = None if self.config.fusion == "fixed" else self._gate_user(users, u_long, u_short)  # once per row
         if items.shape[1] <= self._chunk:
-            return self._fuse(users, items, u_long, u_short)
+            return self._fuse(items, p_long, p_short, u_long, u_short, user_part)
         # the gate is (B, C, d): score long candidate lists (1,000 sampled negatives) in slices
-        parts = [
-            self._fuse(users, items[:, i : i + self._chunk], u_long, u_short)
-            for i in range(0, items.shape[1], self._chunk)
-        ]
+        parts = []
+        for i in range(0, items.shape[1], self._chunk):
+            chunk = items[:, i : i + self._chunk]
+            p_long, p_short = self.lookup("item_long", chunk), self.lookup("item_short", chunk)
+            parts.append(self._fuse(chunk, p_long, p_short, u_long, u_short, user_part))
         return torch.cat(parts, dim=1)
 
     _chunk: ClassVar[int] = 256
 
-    def _fuse(self, users: Tensor, items: Tensor, u_long: Tensor, u_short: Tensor) -> Tensor:
-        """Eq. 5.37 (or the fixed-weight ablation) for candidates (B, C) given the two encodings."""
-        long_vec = u_long[:, None, :] * self.lookup("item_long", items)  # (B, C, d)
-        short_vec = u_short[:, None, :] * self.lookup("item_short", items)
-        if self.config.fusion == "fixed":
+    def _fuse(
+        self, items: Tensor, p_long: Tensor, p_short: Tensor, u_long: Tensor, u_short: Tensor, user_part: Tensor | None
+    ) -> Tensor:
+        """Eq. 5.37 (or the fixed-weight ablation) for candidates (B, C) given the two encodings.
+
+        ``p_long``, ``p_short`` (B, C, d) are the candidates' rows ``p(long)_j``, ``p(short)_j``.
+        ``o = W_o1 . [gamma x u(long) x p(long)_j] + W_o2 . [(1 - gamma) x u(short) x p(short)_j]`` is
+        evaluated as ``sum_d gamma x (L - S) + sum_d S`` with ``L = (W_o1 x u(long)) x p(long)_j`` and
+        ``S = (W_o2 x u(short)) x p(short)_j``, the products with ``W_o`` taken once per row.
+        ``user_part`` is :meth:`_gate_user` (None for the fixed fusion).
+        """
+        if user_part is None:
             c = self.config.fixed_c
-            return c * short_vec.sum(-1) / 4.0 + (1 - c) * long_vec.sum(-1) / 4.0
-        g = self.gate(users, items, u_long, u_short)
-        return (g * long_vec) @ self.w_o1 + ((1 - g) * short_vec) @ self.w_o2
+            return c * _dot(p_short, u_short) / 4.0 + (1 - c) * _dot(p_long, u_long) / 4.0
+        rows = p_long if self.config.gate_tables == "reuse" else None
+        g = torch.sigmoid(user_part[:, None, :] + self._gate_items(items, rows))
+        long_vec = p_long * (u_long * self.w_o1)[:, None, :]
+        short_vec = p_short * (u_short * self.w_o2)[:, None, :]
+        return (g * (long_vec - short_vec)).sum(-1) + short_vec.sum(-1)
 
 
 # -- adversarial versions ---------------------------------------------------------------------------
