@@ -30,10 +30,8 @@ import json
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
@@ -41,28 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the reference ke
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from benchmarks.timing import interleaved, matmul_flops, matmul_peak  # noqa: E402
 from segue.models.base import Context, Recommender  # noqa: E402
 from segue.models.cmn import CMN  # noqa: E402
 from segue.models.sdmr import SDM, SDMR  # noqa: E402
 from tests.test_sdm_kernels import old_cmn_score, old_sdm_features, old_sdmr_distance  # noqa: E402
 
 N_USERS, N_ITEMS, DIM, S, BATCH, NEIGHBOURS = 6040, 3706, 64, 5, 256, 50
-
-
-def matmul_peak(n: int = 2048, reps: int = 5) -> float:
-    """Single-thread float32 GEMM throughput in FLOP/s (best of ``reps``)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(reps))
-    return 2 * n**3 / best
-
-
-def _timed(fn: Callable[[], Any]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def _batch(c: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -136,26 +120,6 @@ def cases(c: int, gen: torch.Generator) -> list[tuple[str, Recommender, Callable
     return out
 
 
-def measure(old: Callable[[], None], new: Callable[[], None], rounds: int, steps: int) -> dict[str, list[float]]:
-    """Per-step seconds of ``old`` and ``new``, interleaved round by round."""
-    for fn in (old, new, old, new):  # warm-up
-        fn()
-    times: dict[str, list[float]] = {"old": [], "new": []}
-    for _ in range(rounds):
-        for name, fn in (("old", old), ("new", new)):
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            times[name].append((time.perf_counter() - t0) / steps)
-    return times
-
-
-def matmul_flops(step: Callable[[], None]) -> int:
-    with FlopCounterMode(display=False) as counter:
-        step()
-    return int(counter.get_total_flops())
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=9)
@@ -185,7 +149,7 @@ def main() -> None:
         c = 1 + n_neg
         for name, _, old, new in cases(c, gen):
             flops = matmul_flops(new)
-            t = measure(old, new, args.rounds, args.steps)
+            t = interleaved(old, new, args.rounds, args.steps)
             best = {k: min(v) for k, v in t.items()}
             med = {k: statistics.median(v) for k, v in t.items()}
             row = {

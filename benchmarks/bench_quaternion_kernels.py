@@ -34,7 +34,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,8 +43,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the reference kernels live in tests/
 
 import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from benchmarks.timing import interleaved, matmul_flops, matmul_peak  # noqa: E402
 from segue.data.batch import PairBatch  # noqa: E402
 from segue.models.base import Context, build_model  # noqa: E402
 from segue.models.losses import LossSpec  # noqa: E402
@@ -65,20 +64,6 @@ MODELS = {
 }
 DEFAULT_MODELS = ["quale", "quase", "quase-gru", "qualse", "qualse-gru"]
 DIM, BATCH, NEGATIVES = 64, 256, 4
-
-
-def matmul_peak(n: int = 2048, reps: int = 5) -> float:
-    """Single-thread float32 GEMM throughput in FLOP/s (best of ``reps``)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(reps))
-    return 2 * n**3 / best
-
-
-def _timed(fn: Callable[[], Any]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def _batch(n_users: int, n_items: int, window: int, gen: torch.Generator) -> PairBatch:
@@ -136,26 +121,6 @@ def dropped_flops(model: Any) -> int:
     return sum(3 * 8 * BATCH * w * c.dim * 3 // 4 for w in windows)
 
 
-def measure(old: Callable[[], None], new: Callable[[], None], rounds: int, steps: int) -> dict[str, list[float]]:
-    """Per-step seconds of ``old`` and ``new``, interleaved round by round."""
-    for fn in (old, new, old, new):  # warm-up
-        fn()
-    times: dict[str, list[float]] = {"old": [], "new": []}
-    for _ in range(rounds):
-        for name, fn in (("old", old), ("new", new)):
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            times[name].append((time.perf_counter() - t0) / steps)
-    return times
-
-
-def matmul_flops(step: Callable[[], None]) -> int:
-    with FlopCounterMode(display=False) as counter:
-        step()
-    return int(counter.get_total_flops())
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=9)
@@ -178,7 +143,7 @@ def main() -> None:
     for sizes in args.sizes:
         for name, model, old, new in cases(sizes, args.models, gen):
             flops = matmul_flops(new) - dropped_flops(model)
-            t = measure(old, new, args.rounds, args.steps)
+            t = interleaved(old, new, args.rounds, args.steps)
             best = {k: min(v) for k, v in t.items()}
             med = {k: statistics.median(v) for k, v in t.items()}
             row = {

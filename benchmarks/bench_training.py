@@ -59,6 +59,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.append(str(REPO))  # last: a PYTHONPATH checkout of segue (the "before" worker) stays first
+from benchmarks.timing import matmul_peak  # noqa: E402
+
 OUT = HERE / "out"
 RECBOLE_PY = HERE / ".venv-recbole" / "bin" / "python"
 BEFORE_REV = "eb0d703"
@@ -85,21 +88,6 @@ def new_api() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("segue.training.batches") is not None
-
-
-def matmul_peak(n: int = 2048, reps: int = 5) -> float:
-    """Best float32 FLOP/s of an n x n x n matmul on the current torch thread setting."""
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=g)
-    b = torch.randn(n, n, generator=g)
-    c = torch.empty(n, n)
-    torch.mm(a, b, out=c)
-    best = math.inf
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=c)
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * n**3 / best
 
 
 def subsample(data: Any, rows: int, seed: int = 0, key: str = "user") -> Any:

@@ -107,7 +107,26 @@ def _restore(hidden: list[tuple[Tensor, Tensor, dict]]) -> None:
         p.grad = g
 
 
-class LazyAdam(torch.optim.Adam):
+class _LazyStep:
+    """The step of the lazy optimizers: sparse gradients update their rows, the rest the parent's way."""
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        hidden = _swap_sparse_grads(self)  # type: ignore[arg-type]
+        try:
+            for p, g, group in hidden:
+                self._lazy_update(p, g, group)  # type: ignore[attr-defined]
+            super().step()  # type: ignore[misc]
+        finally:
+            _restore(hidden)
+        return loss
+
+
+class LazyAdam(_LazyStep, torch.optim.Adam):
     """Adam whose sparse gradients update only the rows they touch (see module docstring).
 
     Dense gradients take :class:`torch.optim.Adam`'s own (fused where asked) update; for a
@@ -119,21 +138,6 @@ class LazyAdam(torch.optim.Adam):
         super().__init__(params, *args, **kwargs)
         if any(g["amsgrad"] or g["differentiable"] or g["capturable"] for g in self.param_groups):
             raise ConfigError("sparse-adam supports neither amsgrad, differentiable nor capturable.")
-
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[no-untyped-def,override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        hidden = _swap_sparse_grads(self)
-        try:
-            for p, g, group in hidden:
-                self._lazy_update(p, g, group)
-            super().step()
-        finally:
-            _restore(hidden)
-        return loss
 
     def _lazy_update(self, p: Tensor, grad: Tensor, group: dict) -> None:
         state = self.state[p]
@@ -165,23 +169,8 @@ class LazyAdam(torch.optim.Adam):
         p.index_copy_(0, idx, rows)
 
 
-class LazyAdagrad(torch.optim.Adagrad):
+class LazyAdagrad(_LazyStep, torch.optim.Adagrad):
     """Adagrad whose sparse gradients update only the rows they touch, weight decay included."""
-
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[no-untyped-def,override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        hidden = _swap_sparse_grads(self)
-        try:
-            for p, g, group in hidden:
-                self._lazy_update(p, g, group)
-            super().step()
-        finally:
-            _restore(hidden)
-        return loss
 
     def _lazy_update(self, p: Tensor, grad: Tensor, group: dict) -> None:
         state = self.state[p]  # Adagrad fills it at construction
