@@ -12,9 +12,17 @@ Loss (Eq. 4.30 on scores y = -D): ``neg_reduce="each"`` (default, the text) sums
 code does ([CODE-HINT]); ``"mean"`` averages. Regularisation is Adam's coupled ``weight_decay``
 (= lambda_Theta, M.6). The best epoch by dev HR@10 (ties by NDCG@10) is kept.
 
-APR (M.7) is the shared adversarial stage (segue/training/adversarial.py) with flexible noise
-``delta_P = eps * std(P) * normalize(g_P)`` started from the previous batch's noise, over every
-parameter but the query layers' bias vectors (:func:`segue.models.playlist.perturbable`).
+APR (M.7), started from the best BPR checkpoint, is the shared adversarial stage
+(segue/training/adversarial.py) with flexible noise, per mini-batch::
+
+    g_P = dL_BPR(Theta + delta_prev)/dP          for each perturbed P
+    delta_P = eps * std(P) * normalize(g_P)       row-wise L2 (adv_norm="row") or global ("tensor")
+    L = L_BPR(Theta) + reg_adv * L_BPR(Theta + delta)   (delta constant), Adam step on Theta
+
+[AMBIG] M.7 defaults: the adversarial term is evaluated at Theta + delta with gradients to Theta;
+1-D tensors (B vectors, song biases, stored as columns) normalise to sign(g); all parameters but
+the query layers' bias vectors are perturbed (:func:`segue.models.playlist.perturbable`); std is
+the unbiased std of the current values. The APR stage runs with the seed + 1.
 """
 
 from __future__ import annotations
