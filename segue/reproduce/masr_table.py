@@ -101,9 +101,10 @@ class Runner:
                              neumf_epochs=1, fism_epochs=1, max_seconds_per_phase=30)  # fmt: skip
 
     def pcfg(self, epochs: int, apr_epochs: int = 0) -> TrainConfig:
+        """The playlist config of a phase; ``epochs=0`` marks an APR-only run (its BPR stage is skipped)."""
         c = self.caps
         return playlist_config(
-            epochs=epochs, lr=c["lr"], weight_decay=c["weight_decay"], patience=c["patience"],
+            epochs=max(epochs, 1), lr=c["lr"], weight_decay=c["weight_decay"], patience=c["patience"],
             max_seconds=c["max_seconds_per_phase"], apr_epochs=apr_epochs, eps=c["eps"], reg_adv=c["reg_adv"],
             device="auto",
         )  # fmt: skip
