@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the reference ke
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.timing import interleaved, matmul_flops, matmul_peak  # noqa: E402
+from benchmarks.timing import interleaved, matmul_flops, matmul_peak, summarise, summary_line  # noqa: E402
 from segue.models.base import Context, Recommender  # noqa: E402
 from segue.models.cmn import CMN  # noqa: E402
 from segue.models.sdmr import SDM, SDMR  # noqa: E402
@@ -150,27 +149,9 @@ def main() -> None:
         for name, _, old, new in cases(c, gen):
             flops = matmul_flops(new)
             t = interleaved(old, new, args.rounds, args.steps)
-            best = {k: min(v) for k, v in t.items()}
-            med = {k: statistics.median(v) for k, v in t.items()}
-            row = {
-                "model": name,
-                "C": c,
-                "old_ms": best["old"] * 1e3,
-                "new_ms": best["new"] * 1e3,
-                "old_ms_median": med["old"] * 1e3,
-                "new_ms_median": med["new"] * 1e3,
-                "speedup": best["old"] / best["new"],
-                "speedup_median": med["old"] / med["new"],
-                "matmul_gflop": flops / 1e9,
-                "old_peak_share": flops / best["old"] / peak,
-                "new_peak_share": flops / best["new"] / peak,
-            }
+            row = {"model": name, "C": c, **summarise(t, flops, peak)}
             rows.append(row)
-            print(
-                f"{name:10s} {c:2d} {row['old_ms']:7.2f} ({row['old_ms_median']:7.2f}) "
-                f"{row['new_ms']:7.2f} ({row['new_ms_median']:7.2f}) {row['speedup']:7.2f}x "
-                f"{row['matmul_gflop']:10.3f} {100 * row['old_peak_share']:8.1f}% {100 * row['new_peak_share']:8.1f}%"
-            )
+            print(f"{name:10s} {c:2d} {summary_line(row)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"peak_flops": peak, "regularization": REGULARIZATION, "rows": rows}, f, indent=2)

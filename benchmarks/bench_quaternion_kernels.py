@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the reference ke
 
 import torch  # noqa: E402
 
-from benchmarks.timing import interleaved, matmul_flops, matmul_peak  # noqa: E402
+from benchmarks.timing import interleaved, matmul_flops, matmul_peak, summarise, summary_line  # noqa: E402
 from segue.data.batch import PairBatch  # noqa: E402
 from segue.models.base import Context, build_model  # noqa: E402
 from segue.models.losses import LossSpec  # noqa: E402
@@ -144,27 +143,9 @@ def main() -> None:
         for name, model, old, new in cases(sizes, args.models, gen):
             flops = matmul_flops(new) - dropped_flops(model)
             t = interleaved(old, new, args.rounds, args.steps)
-            best = {k: min(v) for k, v in t.items()}
-            med = {k: statistics.median(v) for k, v in t.items()}
-            row = {
-                "sizes": sizes,
-                "model": name,
-                "old_ms": best["old"] * 1e3,
-                "new_ms": best["new"] * 1e3,
-                "old_ms_median": med["old"] * 1e3,
-                "new_ms_median": med["new"] * 1e3,
-                "speedup": best["old"] / best["new"],
-                "speedup_median": med["old"] / med["new"],
-                "matmul_gflop": flops / 1e9,
-                "old_peak_share": flops / best["old"] / peak,
-                "new_peak_share": flops / best["new"] / peak,
-            }
+            row = {"sizes": sizes, "model": name, **summarise(t, flops, peak)}
             rows.append(row)
-            print(
-                f"{sizes:6s} {name:10s} {row['old_ms']:7.2f} ({row['old_ms_median']:7.2f}) "
-                f"{row['new_ms']:7.2f} ({row['new_ms_median']:7.2f}) {row['speedup']:7.2f}x "
-                f"{row['matmul_gflop']:10.3f} {100 * row['old_peak_share']:8.1f}% {100 * row['new_peak_share']:8.1f}%"
-            )
+            print(f"{sizes:6s} {name:10s} {summary_line(row)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"peak_flops": peak, "rows": rows}, f, indent=2)
