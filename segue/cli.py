@@ -316,6 +316,32 @@ def evaluate(
     )
 
 
+def _history_context(r: Any, uid: Any, history: str | None) -> Any:
+    """The ``Context(history=...)`` a sequential model reads: ``--history`` or the run's saved recent items."""
+    import torch
+
+    from segue.data.batch import Context
+
+    if "history" not in r.model.needs:
+        if history is not None:
+            raise ConfigError(f"--history is for sequential models; {r.config['model']} does not read a history.")
+        return None
+    w = r.model.history_length()
+    if history is not None:
+        raw = [h.strip() for h in history.split(",") if h.strip()]
+        if not raw:
+            raise ConfigError("--history needs at least one item id (comma-separated, oldest first).")
+        items = r.item_map.to_internal(raw)[-w:]
+        row = [0] * (w - len(items)) + items.tolist()
+        return Context(history=torch.tensor([row], dtype=torch.long))
+    if r.recent is None:
+        raise ConfigError(
+            f"{r.config['model']} reads the user's recent items, which this run directory does not hold "
+            "(it predates recent.npz); pass --history a,b,c."
+        )
+    return Context(history=torch.as_tensor(r.recent[uid][:, -w:], dtype=torch.long))
+
+
 @app.command()
 def recommend(
     run_dir: Path,
@@ -325,6 +351,13 @@ def recommend(
     unknown: Annotated[
         str, typer.Option(help="For an unknown user: 'error' or 'popular' (flagged fallback).")
     ] = "error",
+    history: Annotated[
+        str | None,
+        typer.Option(
+            help="Sequential models: the listening history to continue, raw item ids oldest first, comma-separated "
+            "(default: the user's latest training items)."
+        ),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Top-k items (raw ids and scores) for one user of a run directory."""
@@ -346,7 +379,8 @@ def recommend(
         fallback = True
     else:
         uid = r.user_map.to_internal([user])
-        ids_t, scores_t = r.model.recommend(uid, k, exclude=None if include_seen else r.seen)
+        context = _history_context(r, uid, history)
+        ids_t, scores_t = r.model.recommend(uid, k, context, exclude=None if include_seen else r.seen)
         ids, scores = ids_t[0].numpy(), scores_t[0].numpy()
     keep = ids > 0
     items = r.item_map.to_raw(ids[keep]).tolist()

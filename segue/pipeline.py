@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from segue.data.interactions import Interactions
 from segue.data.preprocess import dedup
+from segue.data.sequences import last_items
 from segue.errors import ConfigError
 from segue.evaluation.protocols import EvalSet, Protocol, evaluate, get_protocol
 from segue.models.base import Recommender, build_model
@@ -116,6 +119,10 @@ def run(
     if out is not None:
         seen = split.train.to_csr()
         seen.data[:] = 1
+        recent = None
+        if s:  # what `segue recommend` feeds a sequential model: each user's latest training items
+            recent = np.zeros((split.train.n_users + 1, s), dtype=np.int64)
+            recent[1:] = last_items(split.train, np.arange(1, split.train.n_users + 1), s)
         run_dir = save_run(
             out,
             model,
@@ -135,5 +142,6 @@ def run(
             evalsets={"valid": valid, "test": test},
             group_maps=split.train.group_maps,
             overwrite=overwrite,
+            recent=recent,
         )
     return RunResult(model, metrics, valid_metrics, history, seconds, run_dir, proto, test)

@@ -215,3 +215,58 @@ def test_reproduce_lists_every_table_and_forwards_arguments(monkeypatch: pytest.
     r = runner.invoke(app, ["reproduce", "sdmr-table-5.4", "--max-epochs", "1", "--models", "pop"])
     assert r.exit_code == 0, r.output
     assert seen == [["--max-epochs", "1", "--models", "pop"]]
+
+
+def test_recommend_for_a_sequential_model_uses_recent_items_or_history(tmp_path: Path, data_dir: Path) -> None:
+    run_dir = tmp_path / "seq"
+    r = runner.invoke(
+        app,
+        ["train", "caser", "ml-100k", "--data-dir", str(data_dir), "--out", str(run_dir), "--negatives", "10",
+         "--epochs", "1", "--set", "s=3", "--json"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    from segue.training.checkpoint import load_run
+
+    loaded = load_run(run_dir)
+    assert loaded.recent is not None and loaded.recent.shape == (loaded.model.n_users + 1, 3)
+    uid = loaded.user_map.to_internal(["3"])
+    r = runner.invoke(app, ["recommend", str(run_dir), "--user", "3", "-k", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    default = [it["item"] for it in json.loads(r.stdout)["items"]]
+    assert len(default) == 4
+    # the default history is the user's latest training items: passing them explicitly gives the same list
+    latest = loaded.item_map.to_raw(loaded.recent[uid][0][loaded.recent[uid][0] > 0]).tolist()
+    r = runner.invoke(
+        app, ["recommend", str(run_dir), "--user", "3", "-k", "4", "--history", ",".join(map(str, latest)), "--json"]
+    )
+    assert r.exit_code == 0 and [it["item"] for it in json.loads(r.stdout)["items"]] == default
+    bad = _segue("recommend", str(run_dir), "--user", "3", "--history", "999999")
+    assert bad.returncode == 2 and "Unknown item id '999999'" in bad.stderr
+
+
+def test_history_is_refused_for_a_model_that_reads_none(tmp_path: Path, data_dir: Path) -> None:
+    run_dir = tmp_path / "pop"
+    r = runner.invoke(
+        app, ["train", "pop", "ml-100k", "--data-dir", str(data_dir), "--out", str(run_dir), "--negatives", "10"]
+    )
+    assert r.exit_code == 0, r.output
+    bad = _segue("recommend", str(run_dir), "--user", "3", "--history", "101")
+    assert bad.returncode == 2 and "--history is for sequential models" in bad.stderr
+
+
+def test_a_damaged_recent_file_is_named(tmp_path: Path, data_dir: Path) -> None:
+    import numpy as np
+
+    from segue.errors import RunDirError
+    from segue.training.checkpoint import load_run
+
+    run_dir = tmp_path / "seq"
+    r = runner.invoke(
+        app,
+        ["train", "caser", "ml-100k", "--data-dir", str(data_dir), "--out", str(run_dir), "--negatives", "10",
+         "--epochs", "1", "--set", "s=3", "--json"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    np.savez_compressed(run_dir / "recent.npz", items=np.full((2, 3), 10**6))
+    with pytest.raises(RunDirError, match=r"recent\.npz must hold an integer"):
+        load_run(run_dir)

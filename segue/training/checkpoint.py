@@ -7,6 +7,7 @@
       id_maps.parquet      raw <-> internal ids (users, items, groups)
       weights.safetensors  the model's state_dict
       seen.npz             the training user x item matrix (CSR), for excluding consumed items
+      recent.npz           sequential models: each user's most recent training items (oldest first, 0-padded)
       valid.npz, test.npz  the fixed evaluation sets (see segue.evaluation.protocols.EvalSet)
       history.json         per-epoch loss, dev metrics, seconds
       metrics.json         final test metrics
@@ -64,6 +65,7 @@ class Run:
     seen: sp.csr_matrix
     metrics: dict[str, Any] | None
     history: dict[str, Any] | None
+    recent: np.ndarray | None = None  # (n_users + 1, s) for sequential models, row 0 = padding
 
     def evalset(self, part: str = "test") -> Any:
         from segue.evaluation.protocols import EvalSet
@@ -98,6 +100,7 @@ def save_run(
     evalsets: dict[str, Any] | None = None,
     group_maps: dict[str, IdMap] | None = None,
     overwrite: bool = False,
+    recent: np.ndarray | None = None,
 ) -> Path:
     """Write a run directory atomically (temporary directory, then rename)."""
     from safetensors.torch import save_file
@@ -126,6 +129,8 @@ def save_run(
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "weights.safetensors"))
         _save_csr(tmp / "seen.npz", seen)
+        if recent is not None:
+            np.savez_compressed(tmp / "recent.npz", items=np.asarray(recent, dtype=np.int64))
         for part, es in (evalsets or {}).items():
             if es is not None:
                 es.save(tmp / f"{part}.npz")
@@ -189,7 +194,24 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
         raise RunDirError(f"{run_dir / 'seen.npz'} is unreadable ({e}).") from e
     metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else None
     history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").exists() else None
-    return Run(run_dir, model, config, user_map, item_map, seen, metrics, history)
+    return Run(run_dir, model, config, user_map, item_map, seen, metrics, history, _load_recent(run_dir, model))
+
+
+def _load_recent(run_dir: Path, model: Recommender) -> np.ndarray | None:
+    """The saved recent items of a sequential model's users, checked against the model (None if absent)."""
+    path = run_dir / "recent.npz"
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            recent = np.asarray(z["items"])
+    except (OSError, KeyError, ValueError) as e:
+        raise RunDirError(f"{path} is unreadable ({e}).") from e
+    if recent.ndim != 2 or recent.shape[0] != model.n_users + 1 or not np.issubdtype(recent.dtype, np.integer):
+        raise RunDirError(f"{path} must hold an integer ({model.n_users + 1}, s) array, got {recent.shape}.")
+    if recent.size and (recent.min() < 0 or recent.max() > model.n_items):
+        raise RunDirError(f"{path} holds item ids outside 0..{model.n_items}.")
+    return recent
 
 
 def _plot_curves(history: dict[str, Any], path: Path) -> None:
