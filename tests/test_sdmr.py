@@ -290,3 +290,12 @@ def test_sdmr_active_bias_init_makes_preactivations_positive(data: Interactions)
 
     ctx = Context(history=torch.as_tensor(last_items(split.train, users.numpy(), 3)))
     assert (m.pre_activation(users, items, ctx) > 0).float().mean() > 0.95
+
+
+def test_sdmr_errors_name_sdmr() -> None:
+    from segue.errors import DataError
+    from segue.models.base import build_model
+
+    m = build_model("sdmr", 4, 6, {"sdp_dim": 4, "sdm_dim": 4, "s": 2})
+    with pytest.raises(DataError, match="^sdmr needs context.history"):
+        m.score(torch.tensor([1]), torch.tensor([[1, 2]]))

@@ -600,6 +600,7 @@ class SDMR(Recommender):
         return self
 
     def _parts(self, users: Tensor, items: Tensor, context: Context | None) -> tuple[Tensor, Tensor]:
+        checked_history(self, users, context, self.config.s)  # errors name sdmr, not its sdm part
         if self.config.retrain:
             return self.sdp.features(users, items)[1], self.sdm.features(users, items, context)[1]
         with torch.no_grad():
