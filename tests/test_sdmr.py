@@ -297,5 +297,5 @@ def test_sdmr_errors_name_sdmr() -> None:
     from segue.models.base import build_model
 
     m = build_model("sdmr", 4, 6, {"sdp_dim": 4, "sdm_dim": 4, "s": 2})
-    with pytest.raises(DataError, match="^sdmr needs context.history"):
+    with pytest.raises(DataError, match=r"^sdmr needs context\.history"):
         m.score(torch.tensor([1]), torch.tensor([[1, 2]]))
