@@ -187,3 +187,9 @@ def test_sequence_models_train_one_row_per_user_through_the_trainer(data: Intera
         assert seen[int(batch.users[row]), negs[negs > 0]].sum() == 0
     h = Trainer(cfg, log=None).fit(m, data)
     assert h.steps == 2 * len(b) and h.epochs[-1]["loss"] < h.epochs[0]["loss"] + 0.05
+
+
+def test_model_fit_points_to_the_one_entry_point(data: Interactions) -> None:
+    m = build_model("mf-bpr", data.n_users, data.n_items, {"dim": 4})
+    with pytest.raises(ConfigError, match=r"trained by segue\.training\.fit\(model, train, valid, config\)"):
+        m.fit(data)

@@ -193,6 +193,12 @@ class Recommender(nn.Module):
     def prepare(self, train: Interactions) -> None:
         """Called by the trainer before training on ``train``: derive data-sized tables (owners, neighbourhoods)."""
 
+    def fit(self, train: Interactions, monitor: Monitor | None = None, **extras: Any) -> Any:
+        """Closed-form models fit themselves; every other model is trained by :func:`segue.training.fit`."""
+        raise ConfigError(
+            f"{self.name} is trained by segue.training.fit(model, train, valid, config), not by model.fit()."
+        )
+
     def history_length(self) -> int:
         """Length s of the history window a sequential model reads (0 for models without one)."""
         return 0
@@ -262,7 +268,7 @@ def register(cls: type[Recommender]) -> type[Recommender]:
         raise ConfigError(f"{cls.__name__} declares batch kind {cls.batch_kind!r}; known: {', '.join(BATCH_KINDS)}.")
     if cls.trainable and cls.score is Recommender.score and cls.loss is Recommender.loss:
         raise ConfigError(f"{cls.__name__} declares neither a score nor a loss, so the trainer cannot fit it.")
-    if not cls.trainable and not callable(getattr(cls, "fit", None)):
+    if not cls.trainable and cls.fit is Recommender.fit:
         raise ConfigError(f"{cls.__name__} is closed-form (trainable = False) but implements no fit(train, monitor).")
     _REGISTRY[cls.name] = cls
     return cls
