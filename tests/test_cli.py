@@ -270,3 +270,13 @@ def test_a_damaged_recent_file_is_named(tmp_path: Path, data_dir: Path) -> None:
     np.savez_compressed(run_dir / "recent.npz", items=np.full((2, 3), 10**6))
     with pytest.raises(RunDirError, match=r"recent\.npz must hold an integer"):
         load_run(run_dir)
+
+
+def test_train_overwrite_never_deletes_a_foreign_directory(tmp_path: Path, data_dir: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("keep me")
+    r = _segue("train", "pop", "ml-100k", "--data-dir", str(data_dir), "--out", str(home), "--negatives", "10",
+               "--overwrite")  # fmt: skip
+    assert r.returncode == 2 and "refusing to delete it" in r.stderr and "Traceback" not in r.stderr
+    assert (home / "notes.txt").read_text() == "keep me"

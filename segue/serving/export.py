@@ -31,9 +31,7 @@ How a model is served depends on what its interface offers (``metadata["retrieva
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -45,6 +43,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from segue.data.interactions import IdMap
+from segue.dirs import check_target, new_sibling, swap_in
 from segue.errors import ConfigError, DataError, RunDirError, SegueError
 from segue.serving.index import VectorIndex, set_threads
 
@@ -146,10 +145,10 @@ def export_run(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.resolve() == run_dir.resolve():
         raise ConfigError("The export directory must differ from the run directory.")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise ExportError(
-            f"Export directory {out_dir} already exists and is not empty; choose another or pass --overwrite."
-        )
+    try:
+        check_target(out_dir, "export", overwrite=overwrite, sources=[run_dir])
+    except RunDirError as e:
+        raise ExportError(str(e)) from e
     run = load_run(run_dir)
     model = run.model
     if "features" in model.needs:
@@ -171,8 +170,7 @@ def export_run(
     needs_model = retrieval != "ann" or users is None
     kind = index if index != "auto" else ("hnsw" if model.n_items >= AUTO_HNSW_MIN_ITEMS else "exact")
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = new_sibling(out_dir)
     try:
         t0 = time.perf_counter()
         files: dict[str, Any] = {"id_maps": "id_maps.parquet", "seen": "seen.npz", "config": "config.json"}
@@ -231,9 +229,7 @@ def export_run(
             "versions": _versions(),
         }
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        swap_in(tmp, out_dir, "export")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import scipy.sparse as sp
 import torch
 
 from segue.data.interactions import IdMap
+from segue.dirs import check_target, new_sibling, swap_in
 from segue.errors import RunDirError
 from segue.models.base import Recommender, get_model_class
 
@@ -106,12 +106,8 @@ def save_run(
     from safetensors.torch import save_file
 
     run_dir = Path(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-        raise RunDirError(
-            f"Run directory {run_dir} already exists and is not empty; choose another --out or pass --overwrite."
-        )
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
+    check_target(run_dir, "run", overwrite=overwrite)
+    tmp = new_sibling(run_dir)
     try:
         full_config = {
             "format": FORMAT_VERSION,
@@ -139,9 +135,7 @@ def save_run(
             _plot_curves(history, tmp / "curves.png")
         if metrics is not None:
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        os.replace(tmp, run_dir)
+        swap_in(tmp, run_dir, "run")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
