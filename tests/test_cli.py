@@ -217,14 +217,19 @@ def test_reproduce_lists_every_table_and_forwards_arguments(monkeypatch: pytest.
     assert seen == [["--max-epochs", "1", "--models", "pop"]]
 
 
-def test_recommend_for_a_sequential_model_uses_recent_items_or_history(tmp_path: Path, data_dir: Path) -> None:
-    run_dir = tmp_path / "seq"
+def _train_caser(run_dir: Path, data_dir: Path) -> Path:
+    """A one-epoch Caser run (a sequential model with a 3-item window) in ``run_dir``."""
     r = runner.invoke(
         app,
         ["train", "caser", "ml-100k", "--data-dir", str(data_dir), "--out", str(run_dir), "--negatives", "10",
          "--epochs", "1", "--set", "s=3", "--json"],
     )  # fmt: skip
     assert r.exit_code == 0, r.output
+    return run_dir
+
+
+def test_recommend_for_a_sequential_model_uses_recent_items_or_history(tmp_path: Path, data_dir: Path) -> None:
+    run_dir = _train_caser(tmp_path / "seq", data_dir)
     from segue.training.checkpoint import load_run
 
     loaded = load_run(run_dir)
@@ -260,13 +265,7 @@ def test_a_damaged_recent_file_is_named(tmp_path: Path, data_dir: Path) -> None:
     from segue.errors import RunDirError
     from segue.training.checkpoint import load_run
 
-    run_dir = tmp_path / "seq"
-    r = runner.invoke(
-        app,
-        ["train", "caser", "ml-100k", "--data-dir", str(data_dir), "--out", str(run_dir), "--negatives", "10",
-         "--epochs", "1", "--set", "s=3", "--json"],
-    )  # fmt: skip
-    assert r.exit_code == 0, r.output
+    run_dir = _train_caser(tmp_path / "seq", data_dir)
     np.savez_compressed(run_dir / "recent.npz", items=np.full((2, 3), 10**6))
     with pytest.raises(RunDirError, match=r"recent\.npz must hold an integer"):
         load_run(run_dir)
