@@ -193,3 +193,70 @@ def test_model_fit_points_to_the_one_entry_point(data: Interactions) -> None:
     m = build_model("mf-bpr", data.n_users, data.n_items, {"dim": 4})
     with pytest.raises(ConfigError, match=r"trained by segue\.training\.fit\(model, train, valid, config\)"):
         m.fit(data)
+
+
+# -- any batch builder: the sessions and clips kinds run on the same loop --------------------------
+
+
+class _Regress(nn.Module):
+    """``y = w x`` fitted by MSE on FieldBatch rows: a model that is not a Recommender and has no score."""
+
+    name = "regress-toy"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def loss(self, batch: Any, spec: Any = None) -> Tensor:
+        return ((self.w * batch["x"] - batch["y"]) ** 2).mean()
+
+
+class _Rows:
+    n_rows = 8
+    batch_size = 4
+
+    def __len__(self) -> int:
+        return 2
+
+    def epoch(self, rng: np.random.Generator):
+        from segue.data.batch import FieldBatch
+
+        for _ in range(2):
+            x = torch.as_tensor(rng.standard_normal(4), dtype=torch.float32)
+            yield FieldBatch({"x": x, "y": 3.0 * x}, 4)
+
+
+def test_run_takes_any_builder_and_a_dev_function() -> None:
+    m = _Regress()
+    seen: list[float] = []
+
+    def dev(model: _Regress) -> dict[str, float]:
+        seen.append(float(model.w))
+        return {"fit": -abs(float(model.w) - 3.0)}
+
+    cfg = TrainConfig(epochs=40, lr=0.1, optimizer="sgd", momentum=0.5, monitor="fit", patience=3, **QUIET)
+    h = Trainer(cfg, log=None).run(m, lambda rng: _Rows(), dev)
+    assert abs(float(m.w) - 3.0) < 0.05 and len(seen) == len(h.epochs) and h.epochs[-1]["step"] == 2 * len(h.epochs)
+    assert h.best_value == pytest.approx(max(-abs(w - 3.0) for w in seen))
+    with pytest.raises(ConfigError, match="monitor nope is not among the dev metrics fit"):
+        Trainer(TrainConfig(epochs=1, monitor="nope", **QUIET), log=None).run(_Regress(), lambda rng: _Rows(), dev)
+
+
+def test_clip_and_decay_options() -> None:
+    def trained(**kw: Any) -> float:
+        m = _Regress()
+        Trainer(TrainConfig(epochs=3, lr=0.05, optimizer="sgd", **kw, **QUIET), log=None).run(m, lambda rng: _Rows())
+        return float(m.w)
+
+    plain, decayed, clipped = trained(), trained(lr_decay=5.0), trained(clip=1e-3)
+    assert 0 < clipped < decayed < plain  # a decaying lr and a clipped gradient both move w less
+    assert clipped <= 6 * 0.05 * 1e-3 + 1e-9  # 6 steps, each of at most lr * clip
+    for bad, msg in [
+        ({"clip": 0.0}, "clip must be > 0"),
+        ({"lr_decay": -1.0}, "lr_decay must be >= 0"),
+        ({"nesterov": True}, "nesterov needs momentum"),
+    ]:
+        with pytest.raises(ConfigError, match=msg):
+            TrainConfig(**bad)
+    with pytest.raises(ConfigError, match="sgd optimizer only"):
+        Trainer(TrainConfig(epochs=1, momentum=0.9, **QUIET), log=None).run(_Regress(), lambda rng: _Rows())

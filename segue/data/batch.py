@@ -92,4 +92,26 @@ class SequenceBatch:
         return SequenceBatch(*(t.to(device) for t in (self.users, self.inputs, self.targets, self.negatives)))
 
 
-__all__ = ["BATCH_KINDS", "Context", "PairBatch", "SequenceBatch"]
+@dataclass
+class FieldBatch:
+    """Named tensors with ``rows`` rows: the batches of the ``sessions`` kind (CoSeRNN: padded session
+    sequences, ``segue.models.cosernn.pad_users``) and the ``clips`` kind (DCUE, WMF + regression,
+    TripletRec: log-mel crops or feature rows). The model that declares the kind names the fields."""
+
+    fields: dict[str, Tensor]
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.fields[name]
+
+    def get(self, name: str) -> Tensor | None:
+        return self.fields.get(name)
+
+    def to(self, device: torch.device | str) -> FieldBatch:
+        return FieldBatch({k: v.to(device) for k, v in self.fields.items()}, self.rows)
+
+
+__all__ = ["BATCH_KINDS", "Context", "FieldBatch", "PairBatch", "SequenceBatch"]

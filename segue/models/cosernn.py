@@ -268,10 +268,20 @@ class CoSeRNNConfig:
     max_seconds: float | None = None
 
 
+def masked_cosine_loss(u: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+    """``sum w (1 - u . s+) / sum w`` over (B, T) steps (``u`` and ``target`` unit norm; A.7)."""
+    w = weight.to(u.dtype)
+    return ((1.0 - (u * target).sum(-1)) * w).sum() / w.sum().clamp(min=1.0)
+
+
 class CoSeRNN(nn.Module):
-    """The CoSeRNN network (see the module docstring); inputs from :func:`pad_users`."""
+    """The CoSeRNN network (see the module docstring); inputs from :func:`pad_users`.
+
+    Trained by the one trainer on ``sessions`` batches (segue.training.cosernn builds them).
+    """
 
     name: ClassVar[str] = "cosernn"
+    batch_kind: ClassVar[str] = "sessions"
 
     def __init__(self, n_context: int, n_source: int, n_user_features: int = 0, config: CoSeRNNConfig | None = None):
         super().__init__()
@@ -393,6 +403,11 @@ class CoSeRNN(nn.Module):
             u = u_hat
         u = F.normalize(u, dim=-1, eps=1e-12)
         return (u, finals) if return_state else u
+
+    def loss(self, batch: Any, spec: Any = None) -> Tensor:
+        """A.7: the masked cosine loss of a ``sessions`` batch (:class:`~segue.data.batch.FieldBatch` of
+        :func:`pad_users` tensors plus ``weight``, the steps whose target is a training session)."""
+        return masked_cosine_loss(self(batch), batch["played"], batch["weight"])
 
     # -- one step (serving) ----------------------------------------------------------------------
     @torch.no_grad()

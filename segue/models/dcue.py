@@ -218,6 +218,10 @@ class DCUE(_AudioRecommender):
         """Audio tower on (B, n_mels, 130) segments: the differentiable item side used in training."""
         return self.audio_tower(segments)
 
+    def loss(self, batch: Any, spec: Any = None) -> Tensor:
+        """A.4 on a ``clips`` batch (segue.training.audio builds it): ``users``, ``pos``, ``neg``, optional ``mask``."""
+        return self.batch_loss(batch["users"], batch["pos"], batch["neg"], batch.get("mask"))
+
     def batch_loss(self, users: Tensor, pos: Tensor, neg: Tensor, mask: Tensor | None = None) -> Tensor:
         """Hinge loss of (B,) users, (B, F, T) positive segments and (B, N, F, T) or (N, F, T) negatives.
 
@@ -320,6 +324,11 @@ class WMFRegression(_AudioRecommender):
         #: the audio tower regresses factors / target_scale (unit-variance targets); predictions are scaled back
         self.register_buffer("target_scale", torch.ones(()))
         self._init_item_buffer(c.factors)
+
+    def loss(self, batch: Any, spec: Any = None) -> Tensor:
+        """MSE of the audio tower on ``crops`` against the (scaled) WMF factors of ``items``."""
+        pred = self.audio_tower(batch["crops"])
+        return F.mse_loss(pred, self.target_factors[batch["items"]] / self.target_scale)
 
     def encode_items(self, mels: Any, batch: int = 256) -> Tensor:
         """Predicted WMF item factors (B, factors) of (B, n_mels, T) clips (segment average)."""

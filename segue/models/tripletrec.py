@@ -182,6 +182,11 @@ class TripletRec(Recommender):
         s[:, 0] = float("-inf")
         return s
 
+    def loss(self, batch: Any, spec: Any = None) -> Tensor:
+        """B.5 on a ``clips`` batch: ``groups`` (B, G) k-hot, the features ``x_i``, ``x_j`` of each triple's two
+        songs in shown order, and ``labels`` (1 where the first one shown is the negative)."""
+        return self.triplet_loss(self(batch["groups"], batch["x_i"], batch["x_j"]), batch["labels"])
+
     def triplet_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         """BCE with logits; label 0 when (i, j) = (positive, negative), 1 when reversed (Section III)."""
         return F.binary_cross_entropy_with_logits(logits, labels.float())
@@ -196,6 +201,10 @@ class TwoNet(TripletRec):
     def __init__(self, n_users: int, n_items: int, config: Any = None) -> None:
         super().__init__(n_users, n_items, config)
         self.c = nn.Parameter(torch.zeros(()))
+
+    def loss(self, batch: Any, spec: Any = None) -> Tensor:
+        """The pointwise BCE of (group, song, label) pairs: ``groups``, ``x`` (features), ``labels``."""
+        return F.binary_cross_entropy_with_logits(self.pair_logits(batch["groups"], batch["x"]), batch["labels"])
 
     def pair_logits(self, k_hot: Tensor, songs: Tensor) -> Tensor:
         return self.c - self.distance(self.user_embed(k_hot), self.item_embed(songs))

@@ -1,10 +1,15 @@
-"""Training loops of the audio content models (DCUE, WMF + regression, the tagging MLP, TripletRec).
+"""The ``clips`` batches of the audio content models (DCUE, WMF + regression, TripletRec), trained by
+the one trainer, and the tagging MLP of A.6.
 
-The generic trainer samples item ids; these models need random 3-s crops of each clip's
-log-mel (DCUE, content spec A.4) or item feature rows (TripletRec, B.5), so they get their own
-loops here. Every loop is capped by ``steps`` / ``epochs`` and ``max_seconds`` and keeps the
-state with the best validation score when a ``valid_fn`` is given (A.4 [AMBIG] choice:
-validation cold-start AUC every ``eval_every`` steps, patience ``patience`` evaluations).
+These models train on random 3-s crops of each clip's log-mel (DCUE, content spec A.4) or on
+item feature rows (TripletRec, B.5), drawn afresh at every step, so their builders here are
+step-based: ``steps`` batches in all, ``eval_every`` of them between two dev evaluations (one
+trainer "epoch"). :class:`~segue.training.trainer.Trainer` runs them with the model's own
+``loss``, the paper's SGD (Nesterov momentum, per-step decay ``lr / (1 + decay t)``) or Adam,
+``max_seconds`` checked every step, and keeps the state with the best ``valid_fn`` score when one
+is given (A.4 [AMBIG] choice: validation cold-start AUC every ``eval_every`` steps, patience
+``patience`` evaluations). In the returned history an epoch record's ``epoch`` is its step count,
+and ``best_epoch`` the step whose state was kept.
 
 Also here: the A.6 evaluation helpers :func:`per_user_auc` (ROC-AUC per user column, ties
 counted one half as ``sklearn.metrics.roc_auc_score``, single-class users skipped and counted)
@@ -13,8 +18,8 @@ and :func:`mean_tag_auc` (mean per-tag ROC-AUC over tags with a positive and a n
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +29,10 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 from torch import Tensor
 
+from segue.data.batch import FieldBatch
 from segue.errors import ConfigError, DataError
-from segue.training.trainer import BestState, History, TimeCap, seed_everything
+from segue.training.batches import Batches
+from segue.training.trainer import BestState, History, TrainConfig, Trainer, seed_everything
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
@@ -51,7 +58,7 @@ class AudioTrainConfig:
     patience: int = 10
     max_seconds: float | None = None
     norm_clips: int = 200  # training clips used for the global mean / std of the input
-    log_every: int = 0
+    device: str = "cpu"  # or cuda / auto: the trainer moves each batch there
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adam"):
@@ -141,72 +148,64 @@ def _set_norm(tower: torch.nn.Module, mels: Any, items: np.ndarray, n: int, rng:
         tower.norm.copy_(torch.tensor([float(x.mean()), float(x.std()) or 1.0]))
 
 
-def _sgd(params: Any, cfg: AudioTrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    if cfg.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    else:
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1.0 + cfg.decay * t))
-    return opt, sched
+class StepBatches(Batches):
+    """``steps`` batches from ``draw(step)``, ``eval_every`` of them per trainer epoch."""
+
+    def __init__(self, cfg: AudioTrainConfig, draw: Callable[[int], FieldBatch]) -> None:
+        super().__init__(cfg.batch_size, 0)
+        self.steps, self.per_epoch, self.draw, self.done = cfg.steps, cfg.eval_every, draw, 0
+        self.n_rows = cfg.eval_every * cfg.batch_size
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+    def epoch(self, rng: np.random.Generator) -> Iterator[FieldBatch]:
+        for _ in range(min(self.per_epoch, self.steps - self.done)):
+            self.done += 1
+            yield self.draw(self.done)
 
 
-class _Selector(BestState):
-    """:class:`~segue.training.trainer.BestState` over a validation callback (A.4: cold-start AUC)."""
+def train_config(cfg: AudioTrainConfig) -> TrainConfig:
+    """The trainer's options for an :class:`AudioTrainConfig` (one trainer epoch = ``eval_every`` steps)."""
+    sgd = cfg.optimizer == "sgd"
+    return TrainConfig(
+        epochs=math.ceil(cfg.steps / cfg.eval_every),
+        batch_size=cfg.batch_size,
+        optimizer=cfg.optimizer,
+        lr=cfg.lr,
+        momentum=cfg.momentum if sgd else 0.0,
+        nesterov=sgd and cfg.nesterov and cfg.momentum > 0,
+        lr_decay=cfg.decay,
+        patience=cfg.patience,
+        monitor="valid",
+        seed=cfg.seed,
+        device=cfg.device,
+        progress=False,
+        max_seconds=cfg.max_seconds,
+    )
 
-    def __init__(self, model: torch.nn.Module, valid_fn: Callable[[Any], float] | None, patience: int) -> None:
-        super().__init__(patience)
-        self.model, self.valid_fn = model, valid_fn
 
-    def check(self, step: int) -> tuple[float | None, bool]:
-        if self.valid_fn is None:
-            return None, False
-        self.model.eval()
-        score = float(self.valid_fn(self.model))
-        self.model.train()
-        self.offer(self.model, score, step)
-        return score, self.exhausted
-
-
-def _loop(
-    model: torch.nn.Module,
+def _train(
+    model: Any,
     cfg: AudioTrainConfig,
-    step_loss: Callable[[int], Tensor],
+    make: Callable[[np.random.Generator], Callable[[int], FieldBatch]],
     valid_fn: Callable[[Any], float] | None,
     log: Callable[[str], None] | None,
 ) -> History:
-    opt, sched = _sgd([p for p in model.parameters() if p.requires_grad], cfg)
-    sel = _Selector(model, valid_fn, cfg.patience)
-    records: list[dict[str, Any]] = []
-    cap = TimeCap(cfg.max_seconds)
-    model.train()
-    running, n_run = 0.0, 0
-    step = 0
-    for step in range(1, cfg.steps + 1):
-        loss = step_loss(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if not torch.isfinite(loss.detach()):
-            raise DataError(
-                f"{type(model).__name__} diverged (loss {float(loss.detach())}) at step {step}; lower the learning rate."
-            )
-        running += float(loss.detach())
-        n_run += 1
-        timeout = cap.hit
-        if step % cfg.eval_every == 0 or step == cfg.steps or timeout:
-            score, stop = sel.check(step)
-            rec = {"epoch": step, "loss": running / max(n_run, 1), "valid": score, "seconds": cap.spent()}
-            records.append(rec)
-            if log:
-                log(f"step {step}: loss {rec['loss']:.4f} valid {score} ({rec['seconds']:.0f} s)")
-            running, n_run = 0.0, 0
-            if stop or timeout:
-                break
-    kept = sel.restore(model)
-    model.eval()
-    best = sel.best_step if kept else step
-    return History(epochs=records, best_epoch=best)
+    """Run the trainer on the step batches of ``make(rng)`` (called once, after seeding, with the run's rng)."""
+
+    def dev(m: Any) -> dict[str, float]:
+        assert valid_fn is not None
+        return {"valid": float(valid_fn(m))}
+
+    hist = Trainer(train_config(cfg), log=log).run(
+        model, lambda rng: StepBatches(cfg, make(rng)), dev if valid_fn is not None else None
+    )
+    by_epoch = {r["epoch"]: r["step"] for r in hist.epochs if "step" in r}
+    for r in hist.epochs:  # clip models count steps
+        r["epoch"] = r.get("step", r["epoch"])
+    hist.best_epoch = by_epoch.get(hist.best_epoch, hist.best_epoch) if hist.best_epoch is not None else None
+    return hist
 
 
 # -- DCUE --------------------------------------------------------------------------------------
@@ -227,45 +226,50 @@ def fit_dcue(
     cfg = config or AudioTrainConfig()
     if not isinstance(cfg, AudioTrainConfig):
         raise ConfigError(f"fit_dcue expects an AudioTrainConfig, got {type(cfg).__name__}.")
-    seed_everything(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    users, items = _binary_pairs(train)
-    if len(users) == 0:
+    users0, items0 = _binary_pairs(train)
+    if len(users0) == 0:
         raise DataError("Cannot fit DCUE on an empty training set.")
-    drawer = _NegativeDrawer(users, items, rng)
-    full = {u for u, seen in drawer.seen.items() if len(seen) >= len(drawer.songs)}
-    if full:  # a user who played every training song has no negative: their pairs cannot train
-        keep = ~np.isin(users, list(full))
-        users, items = users[keep], items[keep]
-        if len(users) == 0:
-            raise DataError("Every user played every training song, so no negative can be drawn.")
-    order = rng.permutation(len(users))
     n_neg = model.config.n_negatives
     audio = mels is not None
-    if audio:
-        _set_norm(model.audio_tower, mels, items, cfg.norm_clips, rng)
 
-    def step_loss(step: int) -> Tensor:
-        start = ((step - 1) * cfg.batch_size) % len(order)
-        idx = order[np.arange(start, start + cfg.batch_size) % len(order)]
-        u, pos = users[idx], items[idx]
-        if model.config.shared_negatives:
-            neg = drawer.songs[rng.integers(0, len(drawer.songs), n_neg)]
-            mask = torch.tensor(
-                [[i not in drawer.seen.get(uu, ()) for i in neg.tolist()] for uu in u.tolist()], dtype=torch.float32
-            )
-        else:
-            neg = np.stack([drawer.draw(uu, n_neg) for uu in u.tolist()])
-            mask = None
+    def make(rng: np.random.Generator) -> Callable[[int], FieldBatch]:
+        users, items = users0, items0
+        drawer = _NegativeDrawer(users, items, rng)
+        full = {u for u, seen in drawer.seen.items() if len(seen) >= len(drawer.songs)}
+        if full:  # a user who played every training song has no negative: their pairs cannot train
+            keep = ~np.isin(users, list(full))
+            users, items = users[keep], items[keep]
+            if len(users) == 0:
+                raise DataError("Every user played every training song, so no negative can be drawn.")
+        order = rng.permutation(len(users))
         if audio:
-            p, n = crops(mels, pos, rng), crops(mels, neg, rng)
-            if not model.config.shared_negatives:
-                n = n.view(len(u), n_neg, *n.shape[1:])
-        else:
-            p, n = torch.as_tensor(pos), torch.as_tensor(neg)
-        return model.batch_loss(torch.as_tensor(u), p, n, mask)
+            _set_norm(model.audio_tower, mels, items, cfg.norm_clips, rng)
 
-    hist = _loop(model, cfg, step_loss, valid_fn, log)
+        def draw(step: int) -> FieldBatch:
+            start = ((step - 1) * cfg.batch_size) % len(order)
+            idx = order[np.arange(start, start + cfg.batch_size) % len(order)]
+            u, pos = users[idx], items[idx]
+            fields: dict[str, Tensor] = {"users": torch.as_tensor(u)}
+            if model.config.shared_negatives:
+                neg = drawer.songs[rng.integers(0, len(drawer.songs), n_neg)]
+                fields["mask"] = torch.tensor(
+                    [[i not in drawer.seen.get(uu, ()) for i in neg.tolist()] for uu in u.tolist()],
+                    dtype=torch.float32,
+                )
+            else:
+                neg = np.stack([drawer.draw(uu, n_neg) for uu in u.tolist()])
+            if audio:
+                p, n = crops(mels, pos, rng), crops(mels, neg, rng)
+                if not model.config.shared_negatives:
+                    n = n.view(len(u), n_neg, *n.shape[1:])
+            else:
+                p, n = torch.as_tensor(pos), torch.as_tensor(neg)
+            fields["pos"], fields["neg"] = p, n
+            return FieldBatch(fields, len(u))
+
+        return draw
+
+    hist = _train(model, cfg, make, valid_fn, log)
     model.set_item_audio(mels)
     model.fitted = True
     return hist
@@ -281,21 +285,22 @@ def fit_regression(
 ) -> History:
     """MSE regression of the audio tower onto the WMF factors of ``seen_items`` (random 3-s crops)."""
     cfg = config or AudioTrainConfig()
-    seed_everything(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     seen = np.asarray(seen_items, dtype=np.int64)
     if len(seen) == 0:
         raise DataError("wmf-regression has no training item to regress on.")
-    _set_norm(model.audio_tower, mels, seen, cfg.norm_clips, rng)
-    with torch.no_grad():
-        model.target_scale.fill_(float(model.target_factors[torch.as_tensor(seen)].std()) or 1.0)
 
-    def step_loss(step: int) -> Tensor:
-        batch = seen[rng.integers(0, len(seen), cfg.batch_size)]
-        pred = model.audio_tower(crops(mels, batch, rng))
-        return F.mse_loss(pred, model.target_factors[torch.as_tensor(batch)] / model.target_scale)
+    def make(rng: np.random.Generator) -> Callable[[int], FieldBatch]:
+        _set_norm(model.audio_tower, mels, seen, cfg.norm_clips, rng)
+        with torch.no_grad():
+            model.target_scale.fill_(float(model.target_factors[torch.as_tensor(seen)].std()) or 1.0)
 
-    hist = _loop(model, cfg, step_loss, valid_fn, log)
+        def draw(step: int) -> FieldBatch:
+            batch = seen[rng.integers(0, len(seen), cfg.batch_size)]
+            return FieldBatch({"crops": crops(mels, batch, rng), "items": torch.as_tensor(batch)}, len(batch))
+
+        return draw
+
+    hist = _train(model, cfg, make, valid_fn, log)
     model.set_item_audio(mels)
     model.fitted = True
     return hist
@@ -331,8 +336,8 @@ def fit_tagger(
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.2, patience=4, min_lr=1.6e-7)
     g = torch.Generator().manual_seed(seed)
-    best, best_state, bad = np.inf, None, 0
-    for _ in range(max_epochs):
+    keeper = BestState(patience=9)  # on the negated validation loss
+    for epoch in range(1, max_epochs + 1):
         net.train()
         perm = torch.randperm(len(xt), generator=g)
         for s in range(0, len(perm), batch_size):
@@ -347,14 +352,10 @@ def fit_tagger(
         with torch.no_grad():
             v = float(F.binary_cross_entropy_with_logits(net(xv), yv))
         plateau.step(v)
-        if v < best - 1e-6:
-            best, best_state, bad = v, copy.deepcopy(net.state_dict()), 0
-        else:
-            bad += 1
-            if bad >= 9:
-                break
-    if best_state is not None:
-        net.load_state_dict(best_state)
+        keeper.offer(net, -round(v, 6), epoch)
+        if keeper.exhausted:
+            break
+    keeper.restore(net)
     net.eval()
     return net
 
@@ -388,12 +389,9 @@ def fit_triplet(
     if features is None or topics is None:
         raise DataError(f"{model.name} needs features= (n_items, in_dim) and topics= (n_items,) to fit.")
     cfg = config or triplet_config()
-    seed_everything(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     songs = np.asarray(songs, dtype=np.int64)
     model.set_normalisation(np.asarray(features[np.sort(songs) - 1], dtype=np.float32))
     groups = model.groups[1:]
-    state = {"triples": np.zeros((0, 3), dtype=np.int64), "pos": 0}
     two = isinstance(model, TwoNet)
 
     def feats(ids: np.ndarray) -> Tensor:
@@ -403,26 +401,30 @@ def fit_triplet(
         out[order] = x
         return torch.from_numpy(out)
 
-    def step_loss(step: int) -> Tensor:
-        if state["pos"] + cfg.batch_size > len(state["triples"]):
-            t = make_triples(topics, songs, variant, model.config.n_topics, rng)
-            state["triples"], state["pos"] = t[rng.permutation(len(t))], 0
-        b = state["triples"][state["pos"] : state["pos"] + cfg.batch_size]
-        state["pos"] += cfg.batch_size
-        g = groups[torch.as_tensor(b[:, 0])]
-        if two:
-            x = feats(np.concatenate([b[:, 1], b[:, 2]]))
-            logits = model.pair_logits(torch.cat([g, g]), x)
-            labels = torch.cat([torch.ones(len(b)), torch.zeros(len(b))])
-            return F.binary_cross_entropy_with_logits(logits, labels)
-        swap = rng.random(len(b)) < 0.5
-        i = np.where(swap, b[:, 2], b[:, 1])
-        j = np.where(swap, b[:, 1], b[:, 2])
-        x = feats(np.concatenate([i, j]))
-        logits = model(g, x[: len(b)], x[len(b) :])
-        return model.triplet_loss(logits, torch.as_tensor(swap, dtype=torch.float32))
+    def make(rng: np.random.Generator) -> Callable[[int], FieldBatch]:
+        state = {"triples": np.zeros((0, 3), dtype=np.int64), "pos": 0}
 
-    hist = _loop(model, cfg, step_loss, valid_fn, log)
+        def draw(step: int) -> FieldBatch:
+            if state["pos"] + cfg.batch_size > len(state["triples"]):
+                t = make_triples(topics, songs, variant, model.config.n_topics, rng)
+                state["triples"], state["pos"] = t[rng.permutation(len(t))], 0
+            b = state["triples"][state["pos"] : state["pos"] + cfg.batch_size]
+            state["pos"] += cfg.batch_size
+            g = groups[torch.as_tensor(b[:, 0])]
+            if two:
+                x = feats(np.concatenate([b[:, 1], b[:, 2]]))
+                labels = torch.cat([torch.ones(len(b)), torch.zeros(len(b))])
+                return FieldBatch({"groups": torch.cat([g, g]), "x": x, "labels": labels}, len(b))
+            swap = rng.random(len(b)) < 0.5
+            i = np.where(swap, b[:, 2], b[:, 1])
+            j = np.where(swap, b[:, 1], b[:, 2])
+            x = feats(np.concatenate([i, j]))
+            labels = torch.as_tensor(swap, dtype=torch.float32)
+            return FieldBatch({"groups": g, "x_i": x[: len(b)], "x_j": x[len(b) :], "labels": labels}, len(b))
+
+        return draw
+
+    hist = _train(model, cfg, make, valid_fn, log)
     model.set_item_features(features)
     return hist
 

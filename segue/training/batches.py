@@ -16,10 +16,13 @@ kind           rows and batch
                the authors' ``tmp_seq[tmp_seq != iid]``); negatives are songs outside the playlist
 ``sequences``  one row per user: the training items in time order with a target at every position
                (SASRec's data.py); ``n_negatives`` negatives per position
+``sessions``   CoSeRNN: one row per user, the padded session sequence (segue/training/cosernn.py)
+``clips``      DCUE, WMF + regression, TripletRec: fresh log-mel crops or feature rows at every step,
+               ``eval_every`` steps per epoch (segue/training/audio.py)
 =============  ======================================================================================
 
-``sessions`` (CoSeRNN) and ``clips`` (DCUE, TripletRec) keep their family loops in
-segue/training/cosernn.py and segue/training/audio.py.
+Every kind is trained by the same :class:`~segue.training.trainer.Trainer` (``Trainer.run`` takes
+any builder); the last two carry :class:`~segue.data.batch.FieldBatch` batches.
 """
 
 from __future__ import annotations

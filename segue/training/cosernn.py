@@ -1,34 +1,37 @@
-"""The CoSeRNN training loop (spec A.6 / A.7): cosine loss on training targets, early stopping on validation.
+"""CoSeRNN's ``sessions`` batches (spec A.6 / A.7), trained by the one trainer.
 
-One example is one user's whole session sequence (the last ``max_len`` sessions), padded at
-the end; a batch counts users ([CODE-HINT] batching). The loss is the mean of ``1 - u_t . s_t^+``
-over the steps whose session is in the training split **and** has a played track (A.2 / A.7:
-sessions without a target and padded steps are masked out, but every real session is still fed
-as input to the next step). Adam (``lr``), gradient-norm clipping at ``clip`` (5, an
-implementation choice of the spec), no weight decay. After every epoch the mean cosine on the
-validation targets is computed; the best state is kept and training stops after ``patience``
-epochs without improvement, at ``epochs``, or after ``max_seconds``. Seeds: ``torch``, ``numpy``
-and Python through :func:`segue.training.trainer.seed_everything`.
+One row is one user's whole session sequence (the last ``max_len`` sessions), padded at the
+end; a batch counts users ([CODE-HINT] batching). The model's loss (``CoSeRNN.loss``) is the
+mean of ``1 - u_t . s_t^+`` over the steps whose session is in the training split **and** has a
+played track (A.2 / A.7: sessions without a target and padded steps are masked out, but every
+real session is still fed as input to the next step); batches without such a step are skipped.
+:func:`fit_cosernn` runs :class:`~segue.training.trainer.Trainer` with Adam (``lr``), gradient-norm
+clipping at ``clip`` (5, an implementation choice of the spec), no weight decay, and the mean
+cosine on the validation targets as the dev monitor (``cosine``): the best state is kept and
+training stops after ``patience`` epochs without improvement, at ``epochs``, or after
+``max_seconds`` (checked every step). Without validation targets the last state is kept.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from segue.data.batch import FieldBatch
 from segue.data.sessions import TRAIN, VALID
 from segue.errors import ConfigError, DataError
-from segue.models.cosernn import CoSeRNN, SessionInputs, pad_users
-from segue.training.trainer import BestState, TimeCap, seed_everything
+from segue.models.cosernn import CoSeRNN, SessionInputs, masked_cosine_loss, pad_users
+from segue.training.batches import Batches
+from segue.training.trainer import History, TrainConfig, Trainer
 
 
 @dataclass
 class CoSeRNNHistory:
-    """Per-epoch records and the outcome of a training run."""
+    """Per-epoch records and the outcome of a training run (the trainer's :class:`History` is ``history``)."""
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
@@ -36,12 +39,7 @@ class CoSeRNNHistory:
     stopped: str = ""
     seconds: float = 0.0
     train_sessions_per_second: float = 0.0
-
-
-def masked_cosine_loss(u: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``sum w (1 - u . s+) / sum w`` over (B, T) steps (``u`` and ``target`` unit norm)."""
-    w = weight.to(u.dtype)
-    return ((1.0 - (u * target).sum(-1)) * w).sum() / w.sum().clamp(min=1.0)
+    history: History | None = None
 
 
 def _targets(inputs: SessionInputs, labels: np.ndarray, part: int, rows: torch.Tensor) -> torch.Tensor:
@@ -53,88 +51,83 @@ def _targets(inputs: SessionInputs, labels: np.ndarray, part: int, rows: torch.T
     return torch.from_numpy(w)
 
 
+class SessionBatches(Batches):
+    """Batches of ``batch_size`` users in a seeded random order, as :func:`pad_users` tensors plus ``weight``."""
+
+    def __init__(self, inputs: SessionInputs, labels: np.ndarray, batch_size: int, max_len: int) -> None:
+        super().__init__(batch_size, 0)
+        if len(labels) != len(inputs.data):
+            raise DataError(f"labels has {len(labels)} entries for {len(inputs.data)} sessions.")
+        train_ok = (labels == TRAIN) & inputs.has_target
+        if not train_ok.any():
+            raise DataError("No training session has a played track: nothing to train on.")
+        self.inputs, self.labels, self.max_len = inputs, labels, max_len
+        self.users = np.unique(inputs.data.user[train_ok])
+        self.n_rows = len(self.users)
+        self.sessions = 0  # sessions fed so far (the throughput figure)
+
+    def epoch(self, rng: np.random.Generator) -> Iterator[FieldBatch]:
+        order = rng.permutation(self.users)
+        for s in range(0, len(order), self.batch_size):
+            fields = pad_users(self.inputs, order[s : s + self.batch_size], self.max_len)
+            fields["weight"] = _targets(self.inputs, self.labels, TRAIN, fields["rows"])
+            if not bool(fields["weight"].any()):
+                continue
+            self.sessions += int(fields["mask"].sum())
+            yield FieldBatch(fields, len(fields["mask"]))
+
+
 def fit_cosernn(
     model: CoSeRNN,
     inputs: SessionInputs,
     labels: np.ndarray,
     *,
     progress: bool = False,
-    log: Any = None,
+    log: Callable[[str], None] | None = None,
 ) -> CoSeRNNHistory:
     """Train ``model`` in place on ``inputs`` with split ``labels`` (0 train, 1 valid, 2 test); returns the history."""
     c = model.config
-    if len(labels) != len(inputs.data):
-        raise DataError(f"labels has {len(labels)} entries for {len(inputs.data)} sessions.")
     if c.lr <= 0 or c.batch_size < 1 or c.epochs < 1 or c.patience < 1:
         raise ConfigError(f"CoSeRNN training needs lr > 0 and batch_size, epochs, patience >= 1, got {c}.")
-    train_ok = (labels == TRAIN) & inputs.has_target
-    if not train_ok.any():
-        raise DataError("No training session has a played track: nothing to train on.")
-    seed_everything(c.seed)
-    rng = np.random.default_rng(c.seed)
-    d = inputs.data
-    users = np.unique(d.user[train_ok])
-    valid_users = np.unique(d.user[(labels == VALID) & inputs.has_target])
-    opt = torch.optim.Adam(model.parameters(), lr=c.lr)
-    hist = CoSeRNNHistory()
-    keeper = BestState(c.patience)
-    cap = TimeCap(c.max_seconds)
-    n_train_sessions = 0
-    train_time = 0.0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    cfg = TrainConfig(
+        epochs=c.epochs,
+        batch_size=c.batch_size,
+        lr=c.lr,
+        optimizer="adam",
+        clip=c.clip or None,
+        patience=c.patience,
+        monitor="cosine",
+        seed=c.seed,
+        device="cpu",
+        progress=progress,
+        max_seconds=c.max_seconds,
+    )
+    built: list[SessionBatches] = []
 
-        bar = tqdm(total=c.epochs, desc="cosernn", leave=False, dynamic_ncols=True, mininterval=0.5)
-    for epoch in range(1, c.epochs + 1):
-        e0 = time.perf_counter()
-        model.train()
-        order = rng.permutation(users)
-        total, n_b = 0.0, 0
-        for s in range(0, len(order), c.batch_size):
-            batch = pad_users(inputs, order[s : s + c.batch_size], c.max_len)
-            w = _targets(inputs, labels, TRAIN, batch["rows"])
-            if not bool(w.any()):
-                continue
-            u = model(batch)
-            loss = masked_cosine_loss(u, batch["played"], w)
-            opt.zero_grad()
-            loss.backward()
-            if c.clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip)
-            opt.step()
-            total += float(loss.detach())
-            n_b += 1
-            n_train_sessions += int(batch["mask"].sum())
-            if cap.hit:  # checked every step; the partial epoch is still evaluated and may be kept
-                break
-        train_time += time.perf_counter() - e0
-        val = valid_cosine(model, inputs, labels, valid_users) if len(valid_users) else None
-        rec = {"epoch": epoch, "loss": total / max(n_b, 1), "valid_cosine": val, "seconds": time.perf_counter() - e0}
-        hist.epochs.append(rec)
-        if log is not None:
-            log(f"epoch {epoch}: loss {rec['loss']:.4f} valid cosine {val if val is None else round(val, 4)}")
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{rec['loss']:.4f}", valid=None if val is None else f"{val:.4f}")
-        if keeper.offer(model, val if val is not None else -rec["loss"], epoch):
-            hist.best_epoch = epoch
-        elif keeper.exhausted:
-            hist.stopped = f"early stop after {c.patience} epochs without improvement"
-            break
-        if cap.hit:
-            hist.stopped = f"time cap of {c.max_seconds:.0f} s"
-            break
-    else:
-        hist.stopped = f"epoch cap of {c.epochs}"
-    if bar is not None:
-        bar.close()
-    keeper.restore(model)
-    model.eval()
-    hist.best_valid_cosine = keeper.best[0] if len(valid_users) and keeper.best is not None else None
-    hist.seconds = cap.spent()
-    hist.train_sessions_per_second = n_train_sessions / max(train_time, 1e-9)
-    return hist
+    def batches(rng: np.random.Generator) -> SessionBatches:
+        built.append(SessionBatches(inputs, labels, c.batch_size, c.max_len))
+        return built[0]
+
+    if len(labels) != len(inputs.data):  # checked before seeding, as the builder does
+        raise DataError(f"labels has {len(labels)} entries for {len(inputs.data)} sessions.")
+    valid_users = np.unique(inputs.data.user[(labels == VALID) & inputs.has_target])
+    dev = None
+    if len(valid_users):
+
+        def dev(m: CoSeRNN) -> dict[str, float]:
+            return {"cosine": valid_cosine(m, inputs, labels, valid_users)}
+
+    h = Trainer(cfg, log=log).run(model, batches, dev)
+    out = CoSeRNNHistory(epochs=h.epochs, best_epoch=h.best_epoch or 0, seconds=h.train_seconds, history=h)
+    out.best_valid_cosine = h.best_value if dev is not None else None
+    out.stopped = {
+        "patience": f"early stop after {c.patience} epochs without improvement",
+        "time_cap": f"time cap of {c.max_seconds:g} s" if c.max_seconds else "time cap",
+        "epochs": f"epoch cap of {c.epochs}",
+    }.get(h.stopped_by or "", h.stopped_by or "")
+    train_time = sum(r.get("train_seconds", 0.0) for r in h.epochs)
+    out.train_sessions_per_second = built[0].sessions / max(train_time, 1e-9)
+    return out
 
 
 @torch.no_grad()
@@ -147,4 +140,4 @@ def valid_cosine(model: CoSeRNN, inputs: SessionInputs, labels: np.ndarray, user
     return float((u[rows] * inputs.emb["played"][rows]).sum(1).mean())
 
 
-__all__ = ["CoSeRNNHistory", "fit_cosernn", "masked_cosine_loss", "valid_cosine"]
+__all__ = ["CoSeRNNHistory", "SessionBatches", "fit_cosernn", "masked_cosine_loss", "valid_cosine"]

@@ -34,18 +34,28 @@ OPTIMIZERS: tuple[str, ...] = ("adam", "adagrad", "sgd", "sparse-adam", "sparse-
 SPARSE_OPTIMIZERS: frozenset[str] = frozenset({"sparse-adam", "sparse-adagrad"})
 
 
-def make_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.0, nesterov: bool = False
+) -> torch.optim.Optimizer:
     """The optimizer ``name`` over the trainable parameters of ``model`` (see module docstring)."""
     check_name(name)
     tables = sparse_embeddings(model)
     for emb in tables:
         emb.sparse = name in SPARSE_OPTIMIZERS
-    return optimizer_for_params(name, [p for p in model.parameters() if p.requires_grad], lr, weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return optimizer_for_params(name, params, lr, weight_decay, momentum, nesterov)
 
 
-def optimizer_for_params(name: str, params: Iterable[Tensor], lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """The optimizer ``name`` over ``params``; sparse names update sparse gradients lazily, dense ones densely."""
+def optimizer_for_params(
+    name: str, params: Iterable[Tensor], lr: float, weight_decay: float, momentum: float = 0.0, nesterov: bool = False
+) -> torch.optim.Optimizer:
+    """The optimizer ``name`` over ``params``; sparse names update sparse gradients lazily, dense ones densely.
+
+    ``momentum`` and ``nesterov`` apply to ``sgd`` only; other optimizers refuse them.
+    """
     check_name(name)
+    if (momentum or nesterov) and name != "sgd":
+        raise ConfigError(f"momentum and nesterov apply to the sgd optimizer only, not {name!r}.")
     params = list(params)
     if name in ("adam", "sparse-adam"):
         fused = bool(params) and all(_fusable(p) for p in params)
@@ -55,7 +65,7 @@ def optimizer_for_params(name: str, params: Iterable[Tensor], lr: float, weight_
         fused = bool(params) and all(_fusable(p, ("cpu",)) for p in params)  # torch fuses Adagrad on CPU only
         cls = LazyAdagrad if name == "sparse-adagrad" else torch.optim.Adagrad
         return cls(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
-    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
 
 
 def check_name(name: str) -> None:

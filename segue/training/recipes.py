@@ -5,7 +5,7 @@ model declares           what runs
 =======================  =============================================================================
 ``trainable = False``    its own closed-form ``fit(train, monitor, **extras)``; ``monitor(model, metric)``
                          evaluates the dev set, so closed-form models never import the evaluator
-``batch_kind="clips"``   the audio family loop (segue/training/audio.py)
+``batch_kind="clips"``   the audio batch builders (segue/training/audio.py) on the same trainer
 ``parts()``              staged training: each part is fitted first (by this same function), then
                          ``model.assemble(train)`` copies or freezes them
 (always)                 :class:`~segue.training.trainer.Trainer` on the model's own loss, with

@@ -38,7 +38,7 @@ from segue.data.sequences import CONTEXTS
 from segue.errors import ConfigError, DataError
 from segue.models.base import Recommender
 from segue.models.losses import LossSpec
-from segue.training.batches import batches_for
+from segue.training.batches import Batches, batches_for
 from segue.training.optim import OPTIMIZERS, make_optimizer
 
 if TYPE_CHECKING:
@@ -56,6 +56,10 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: str = "adam"
+    momentum: float = 0.0  # sgd only
+    nesterov: bool = False  # sgd only
+    lr_decay: float = 0.0  # per-step decay: lr_t = lr / (1 + lr_decay * t) (Keras' ``decay``; DCUE)
+    clip: float | None = None  # clip the gradient norm of every step at this value (CoSeRNN)
     loss: str = "bpr"
     margin: float = 1.0
     neg_reduce: str = "each"  # each: one term per negative; max: the hardest negative (MASR authors' code)
@@ -89,6 +93,9 @@ class TrainConfig:
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.momentum >= 0 and self.lr_decay >= 0, "momentum and lr_decay must be >= 0"),
+            (not (self.nesterov and self.momentum == 0), "nesterov needs momentum > 0"),
+            (self.clip is None or self.clip > 0, "clip must be > 0 (or None)"),
             (self.n_negatives >= 1, "n_negatives must be >= 1"),
             (self.patience is None or self.patience >= 1, "patience must be >= 1 (or None)"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
@@ -196,11 +203,18 @@ class BestState:
         return True
 
 
-class EarlyStopping(BestState):
-    """:class:`BestState` over the monitored dev metrics of an evaluation set."""
+#: A dev evaluation that is not a ranking protocol: ``dev(model) -> {metric: value}`` (higher is better).
+DevFunction = Callable[[Any], dict[str, float]]
 
-    def __init__(self, valid: EvalSet, cfg: TrainConfig) -> None:
+
+class EarlyStopping(BestState):
+    """:class:`BestState` over the monitored dev metrics of an evaluation set or a :data:`DevFunction`."""
+
+    def __init__(self, valid: EvalSet | DevFunction, cfg: TrainConfig) -> None:
         super().__init__(cfg.patience)
+        if callable(valid):
+            self.valid, self.cfg, self.keys = valid, cfg, monitor_keys(cfg.monitor)
+            return
         if cfg.dev_cases is not None and len(valid) > cfg.dev_cases:  # the same cases every epoch
             keep = np.sort(np.random.default_rng(cfg.seed).choice(len(valid), cfg.dev_cases, replace=False))
             valid = valid.subset(keep)
@@ -210,6 +224,14 @@ class EarlyStopping(BestState):
 
     def evaluate(self, model: Recommender) -> dict[str, float]:
         from segue.evaluation.protocols import evaluate
+
+        if callable(self.valid):
+            model.eval()
+            metrics = {k: float(v) for k, v in self.valid(model).items()}
+            missing = [k for k in self.keys if k not in metrics]
+            if missing:
+                raise ConfigError(f"monitor {', '.join(missing)} is not among the dev metrics {', '.join(metrics)}.")
+            return metrics
 
         ks = tuple(sorted({10, *(_monitor_k(k) for k in self.keys)}))
         names = tuple(dict.fromkeys(("HR", "NDCG", *(k.split("@")[0] for k in self.keys))))
@@ -265,25 +287,44 @@ class Trainer:
         phase: str | None = None,
     ) -> History:
         """Train ``model`` on ``train``; with ``adversary``, the dev state at the start counts as epoch 0."""
+        if len(train) == 0:
+            raise DataError("Cannot train on an empty training set.")
+
+        def batches(rng: np.random.Generator) -> Batches:
+            model.prepare(train)
+            return batches_for(model, train, self.config, rng)
+
+        return self.run(model, batches, valid, adversary=adversary, phase=phase)
+
+    def run(
+        self,
+        model: Recommender,
+        batches: Callable[[np.random.Generator], Batches],
+        dev: EvalSet | DevFunction | None = None,
+        *,
+        adversary: Adversary | None = None,
+        phase: str | None = None,
+    ) -> History:
+        """The loop itself, for any batch builder: ``batches(rng)`` is called once, after seeding, with the
+        run's generator; ``dev`` is an evaluation set or a function ``dev(model) -> {metric: value}``
+        (the families whose dev selection is not a ranking protocol: CoSeRNN's cosine, DCUE's AUC)."""
         # tiny Adam moments become denormal floats, ~100x slower on x86 CPUs: flush them to zero while
         # training only (the flag is process-wide; hypothesis and others expect IEEE subnormals)
         torch.set_flush_denormal(True)
         try:
-            return self._fit(model, train, valid, adversary, phase)
+            return self._run(model, batches, dev, adversary, phase)
         finally:
             torch.set_flush_denormal(False)
 
-    def _fit(
+    def _run(
         self,
         model: Recommender,
-        train: Interactions,
-        valid: EvalSet | None,
+        make_batches: Callable[[np.random.Generator], Batches],
+        valid: EvalSet | DevFunction | None,
         adversary: Adversary | None,
         phase: str | None,
     ) -> History:
         cfg = self.config
-        if len(train) == 0:
-            raise DataError("Cannot train on an empty training set.")
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ConfigError(f"{model.name} has no trainable parameters; it must implement fit() itself.")
@@ -292,11 +333,12 @@ class Trainer:
         seed_everything(cfg.seed)
         device = resolve_device(cfg.device)
         model.to(device)
-        model.prepare(train)
         rng = np.random.default_rng(cfg.seed)
         spec = cfg.loss_spec()
-        batches = batches_for(model, train, cfg, rng)
-        opt = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay)
+        batches = make_batches(rng)
+        opt = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov)
+        decay = cfg.lr_decay
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1.0 + decay * t)) if decay else None
 
         history = History(monitor=cfg.monitor if valid is not None else None)
         stopper = EarlyStopping(valid, cfg) if valid is not None else None
@@ -322,7 +364,11 @@ class Trainer:
                     )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if cfg.clip:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.clip)
                 opt.step()
+                if sched is not None:
+                    sched.step()
                 step += 1
                 total += loss.item() * (1 if spec.reduction == "sum" else len(batch))
                 seen += len(batch)
@@ -335,6 +381,7 @@ class Trainer:
                 progress.close()
             record: dict[str, Any] = {
                 "epoch": epoch,
+                "step": step,
                 "loss": total / max(seen, 1),
                 "train_seconds": time.perf_counter() - t0,
             }
