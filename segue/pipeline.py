@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from segue.data.interactions import Interactions
+from segue.data.interactions import IdMap, Interactions
 from segue.data.preprocess import dedup
 from segue.data.sequences import last_items
 from segue.errors import ConfigError
@@ -71,11 +71,16 @@ def _playlist_queries(model: str | Recommender, split: Any) -> tuple[Any, str]:
     cls = get_model_class(model) if isinstance(model, str) else type(model)
     if "group" in cls.needs:
         return split, "playlist-model"
-    parts = {
-        name: None if getattr(split, name) is None else keyed_train(getattr(split, name), "playlist")
-        for name in ("train", "valid", "test")
-    }
-    return dataclasses.replace(split, **parts), "playlist"
+
+    def keyed(part: Interactions | None) -> Interactions | None:
+        if part is None:
+            return None
+        k = keyed_train(part, "playlist")  # the playlists become the users of a user -> song model
+        return Interactions(k.df, IdMap(k.user_map.raw, kind="user"), k.item_map, {}, k.name)
+
+    return dataclasses.replace(
+        split, train=keyed(split.train), valid=keyed(split.valid), test=keyed(split.test)
+    ), "playlist"
 
 
 def prepare(data: Interactions, protocol: Protocol) -> tuple[Interactions, Any, EvalSet | None, EvalSet]:
