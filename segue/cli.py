@@ -148,10 +148,11 @@ def describe(
 
 @app.command()
 def models(as_json: Json = False) -> None:
-    """List the available models and their options (with defaults)."""
+    """List the models: paper (seed file and section), task, inputs, default protocol, ANN serving and options."""
     import dataclasses
 
     from segue.models.base import list_models
+    from segue.models.catalogue import catalogue_entry
 
     rows = []
     for name, cls in list_models().items():
@@ -159,9 +160,12 @@ def models(as_json: Json = False) -> None:
             f.name: (None if f.default is dataclasses.MISSING else f.default) for f in dataclasses.fields(cls.Config)
         }
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        entry = catalogue_entry(name)
         rows.append(
             {
                 "name": name,
+                **(entry.to_dict() if entry else {"paper": None, "seed": None, "spec": None, "task": None}),
+                "ann": cls.measure is not None,
                 "trainable": cls.trainable,
                 "measure": cls.measure,
                 "options": opts,
@@ -176,10 +180,22 @@ def models(as_json: Json = False) -> None:
     out.print(
         _table(
             "Models",
-            ["name", "options", "description"],
-            [[r["name"], ", ".join(f"{k}={v}" for k, v in r["options"].items()), r["description"]] for r in rows],
+            ["name", "task", "inputs", "protocol", "ANN", "paper", "seed"],
+            [
+                [
+                    r["name"],
+                    r["task"],
+                    ", ".join(r.get("inputs") or []),
+                    r.get("protocol"),
+                    r["measure"] or "no",
+                    r["paper"],
+                    r["seed"],
+                ]
+                for r in rows
+            ],
         )
     )
+    out.print("Options and their defaults: segue models --json.", highlight=False)
 
 
 def _parse_sets(values: list[str] | None) -> dict[str, Any]:

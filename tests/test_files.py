@@ -230,3 +230,26 @@ def test_unknown_dataset_names_the_path_alternative(tmp_path: Path) -> None:
         open_dataset(str(tmp_path / "missing.csv"))
     r = runner.invoke(app, ["train", "pop", "my.csv"])
     assert r.exit_code != 0 and "my.csv" in str(r.exception)
+
+
+# -- the model catalogue --------------------------------------------------------------------------
+
+
+def test_every_registered_model_has_a_catalogue_entry() -> None:
+    from segue.evaluation.protocols import PROTOCOLS
+    from segue.models.base import list_models
+    from segue.models.catalogue import CATALOGUE
+
+    r = runner.invoke(app, ["models", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = {m["name"]: m for m in json.loads(r.stdout)}
+    assert set(rows) == set(list_models()) and set(CATALOGUE) == set(rows)  # no entry missing, none stale
+    seeds = {p.name for p in Path("/work/shared/seeds").glob("*.txt")} or None
+    for name, m in rows.items():
+        assert m["paper"] and m["task"] in ("top-n", "next-item", "basket", "playlist", "cold-start"), name
+        assert m["inputs"] and set(m["inputs"]) <= {"interactions", "time order", "playlists", "audio"}, name
+        assert m["protocol"] in PROTOCOLS or "segue reproduce" in m["protocol"], name
+        assert "section" in m["seed"] and m["ann"] == (m["measure"] is not None), name
+        if seeds:  # the named seed files exist where the shared folder is present
+            assert any(s in m["seed"] for s in seeds), name
+    assert rows["sasrec"]["inputs"] == ["interactions", "time order"] and rows["mdr"]["protocol"] == "playlist-holdout"
