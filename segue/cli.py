@@ -310,8 +310,6 @@ def train(
         protocol = source.default_protocol
         proto = get_protocol(protocol, seed=seed, n_negatives=negatives, dev=dev)
     label = data.name if source.path is not None else dataset
-    if not as_json:
-        err.print(f"protocol {protocol}: {proto.description}; dev item: {proto.dev_rule}.", highlight=False)
     out_dir = out_dir or Path("runs") / f"{model}-{label}-{protocol}-s{seed}"
     res = run(
         model,
@@ -346,8 +344,8 @@ def train(
         )
     )
     out.print(
-        f"tie_rate: share of cases whose positive ties a negative (ties count against the model); "
-        f"dev item: {proto.dev_rule}.",
+        f"Protocol {protocol}: {proto.description}; dev item: {proto.dev_rule}. tie_rate: the share of cases "
+        "whose held-out item ties a negative (ties count against the model).",
         highlight=False,
     )
 
