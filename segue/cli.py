@@ -109,12 +109,37 @@ def datasets(data_dir: DataDir = None, as_json: Json = False) -> None:
     )
 
 
-@app.command()
-def describe(dataset: str, data_dir: DataDir = None, as_json: Json = False) -> None:
-    """Print a dataset's statistics: users, items, interactions, density, time span."""
-    from segue.data.datasets import describe as describe_ds
+DataFormat = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="A data file's shape: interactions, sequences, playlists or sessions (default: from its extension and "
+        "header; see docs/datasets.md).",
+    ),
+]
+Columns = Annotated[
+    str | None,
+    typer.Option(
+        "--columns",
+        help="A data file's column names, canonical=name pairs, e.g. user=uid,item=track_id,timestamp=ts.",
+    ),
+]
+DATASET_HELP = "Dataset name (see `segue datasets`) or a path to a CSV/TSV/Parquet/TXT data file."
 
-    info = describe_ds(dataset, data_dir, download=True)
+
+@app.command()
+def describe(
+    dataset: Annotated[str, typer.Argument(help=DATASET_HELP)],
+    data_dir: DataDir = None,
+    format_: DataFormat = None,
+    columns: Columns = None,
+    as_json: Json = False,
+) -> None:
+    """Print a dataset's statistics: users, items, interactions, density, time span."""
+    from segue.data.files import describe_source, open_dataset, parse_columns
+
+    source = open_dataset(dataset, data_dir, format=format_, columns=parse_columns(columns), progress=False)
+    info = describe_source(source)
     if as_json:
         _emit_json(info)
         return
@@ -123,10 +148,11 @@ def describe(dataset: str, data_dir: DataDir = None, as_json: Json = False) -> N
 
 @app.command()
 def models(as_json: Json = False) -> None:
-    """List the available models and their options (with defaults)."""
+    """List the models: paper (seed file and section), task, inputs, default protocol, ANN serving and options."""
     import dataclasses
 
     from segue.models.base import list_models
+    from segue.models.catalogue import catalogue_entry
 
     rows = []
     for name, cls in list_models().items():
@@ -134,9 +160,12 @@ def models(as_json: Json = False) -> None:
             f.name: (None if f.default is dataclasses.MISSING else f.default) for f in dataclasses.fields(cls.Config)
         }
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        entry = catalogue_entry(name)
         rows.append(
             {
                 "name": name,
+                **(entry.to_dict() if entry else {"paper": None, "seed": None, "spec": None, "task": None}),
+                "ann": cls.measure is not None,
                 "trainable": cls.trainable,
                 "measure": cls.measure,
                 "options": opts,
@@ -151,10 +180,22 @@ def models(as_json: Json = False) -> None:
     out.print(
         _table(
             "Models",
-            ["name", "options", "description"],
-            [[r["name"], ", ".join(f"{k}={v}" for k, v in r["options"].items()), r["description"]] for r in rows],
+            ["name", "task", "inputs", "protocol", "ANN", "paper", "seed"],
+            [
+                [
+                    r["name"],
+                    r["task"],
+                    ", ".join(r.get("inputs") or []),
+                    r.get("protocol"),
+                    r["measure"] or "no",
+                    r["paper"],
+                    r["seed"],
+                ]
+                for r in rows
+            ],
         )
     )
+    out.print("Options and their defaults: segue models --json.", highlight=False)
 
 
 def _parse_sets(values: list[str] | None) -> dict[str, Any]:
@@ -195,7 +236,7 @@ def _split_sets(model_cls: Any, sets: dict[str, Any]) -> tuple[dict[str, Any], d
 @app.command()
 def train(
     model: Annotated[str, typer.Argument(help="Model name, e.g. pop, itemknn, mf-bpr, wmf (see `segue models`).")],
-    dataset: Annotated[str, typer.Argument(help="Dataset name (see `segue datasets`).")],
+    dataset: Annotated[str, typer.Argument(help=DATASET_HELP)],
     config: Annotated[Path | None, typer.Option(help="TOML file with \\[model] and \\[train] tables.")] = None,
     protocol: Annotated[
         str | None, typer.Option(help="Evaluation protocol (default: the dataset's, loo-sampled for most).")
@@ -219,19 +260,37 @@ def train(
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")] = False,
+    dev: Annotated[
+        str,
+        typer.Option(
+            help="Leave-last-out dev item: random (a random earlier item, the SDMR/NCF rule) or last "
+            "(the second-to-last item)."
+        ),
+    ] = "random",
+    format_: DataFormat = None,
+    columns: Columns = None,
     data_dir: DataDir = None,
     as_json: Json = False,
 ) -> None:
-    """Train MODEL on DATASET under a protocol, evaluate on test, and write a run directory."""
-    from segue.data.datasets import get_dataset, load_dataset
+    """Train MODEL on DATASET (a name or a data file) under a protocol, evaluate on test, and write a run directory."""
+    from segue.data.datasets import get_dataset
+    from segue.data.files import DEFAULT_PROTOCOLS, detect_format, looks_like_path, open_dataset, parse_columns
     from segue.evaluation.protocols import get_protocol
     from segue.models.base import get_model_class
     from segue.pipeline import load_config_file, run, train_config_for
 
     # validate every option before loading data, so a typo fails at once
     model_cls = get_model_class(model)
-    protocol = protocol or get_dataset(dataset).default_protocol
-    proto = get_protocol(protocol, seed=seed, n_negatives=negatives)
+    col_map = parse_columns(columns)
+    if protocol is None:
+        if Path(dataset).expanduser().is_file():
+            protocol = DEFAULT_PROTOCOLS[format_ or detect_format(Path(dataset).expanduser(), col_map)]
+        elif not looks_like_path(dataset):
+            try:
+                protocol = get_dataset(dataset).default_protocol
+            except ConfigError:
+                protocol = None  # open_dataset names the problem below
+    proto = get_protocol(protocol, seed=seed, n_negatives=negatives, dev=dev) if protocol else None
     model_opts, train_opts = load_config_file(config) if config else ({}, {})
     set_model, set_train = _split_sets(model_cls, _parse_sets(set_))
     model_opts.update(set_model)
@@ -245,8 +304,13 @@ def train(
     if no_progress or as_json:
         train_opts["progress"] = False
     cfg = train_config_for(model, train_opts)
-    data = load_dataset(dataset, data_dir, progress=not no_progress)
-    out_dir = out_dir or Path("runs") / f"{model}-{dataset}-{protocol}-s{seed}"
+    source = open_dataset(dataset, data_dir, format=format_, columns=col_map, progress=not no_progress)
+    data = source.data
+    if proto is None:
+        protocol = source.default_protocol
+        proto = get_protocol(protocol, seed=seed, n_negatives=negatives, dev=dev)
+    label = data.name if source.path is not None else dataset
+    out_dir = out_dir or Path("runs") / f"{model}-{label}-{protocol}-s{seed}"
     res = run(
         model,
         data,
@@ -262,6 +326,7 @@ def train(
         "model": model,
         "dataset": dataset,
         "protocol": protocol,
+        "dev_rule": proto.dev_rule,
         "run_dir": str(res.run_dir),
         "test": res.metrics,
         "valid": res.valid_metrics,
@@ -273,10 +338,15 @@ def train(
         return
     out.print(
         _table(
-            f"{model} on {dataset} ({protocol}), fit in {res.seconds:.1f}s -> {res.run_dir}",
+            f"{model} on {label} ({protocol}), fit in {res.seconds:.1f}s -> {res.run_dir}",
             ["metric", "test", "dev"],
             [[k, v, (res.valid_metrics or {}).get(k)] for k, v in res.metrics.items()],
         )
+    )
+    out.print(
+        f"Protocol {protocol}: {proto.description}; dev item: {proto.dev_rule}. tie_rate: the share of cases "
+        "whose held-out item ties a negative (ties count against the model).",
+        highlight=False,
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from segue.data.interactions import Interactions
+from segue.data.interactions import IdMap, Interactions
 from segue.data.preprocess import dedup
 from segue.data.sequences import last_items
 from segue.errors import ConfigError
@@ -61,6 +61,28 @@ def train_config_for(model_name: str, overrides: dict[str, Any] | None = None) -
     return TrainConfig.from_dict({**get_model_class(model_name).train_defaults, **(overrides or {})})
 
 
+def _playlist_queries(model: str | Recommender, split: Any) -> tuple[Any, str]:
+    """Under a playlist protocol the cases are playlists: a playlist model reads them as they are
+    (``"playlist-model"``); any other model is trained playlist -> song (each playlist a user), as the
+    playlist->song baselines of the MASR table are (``"playlist"``)."""
+    from segue.evaluation.playlist import keyed_train
+    from segue.models.base import get_model_class
+
+    cls = get_model_class(model) if isinstance(model, str) else type(model)
+    if "group" in cls.needs:
+        return split, "playlist-model"
+
+    def keyed(part: Interactions | None) -> Interactions | None:
+        if part is None:
+            return None
+        k = keyed_train(part, "playlist")  # the playlists become the users of a user -> song model
+        return Interactions(k.df, IdMap(k.user_map.raw, kind="user"), k.item_map, {}, k.name)
+
+    return dataclasses.replace(
+        split, train=keyed(split.train), valid=keyed(split.valid), test=keyed(split.test)
+    ), "playlist"
+
+
 def prepare(data: Interactions, protocol: Protocol) -> tuple[Interactions, Any, EvalSet | None, EvalSet]:
     """De-duplicate, split and build the fixed dev/test evaluation sets."""
     data = dedup(data, on=protocol.dedup_on)
@@ -94,13 +116,19 @@ def run(
     else:
         split, valid, test = prepared
     seed_everything(seed)
+    query = "user"
+    if proto.context == "playlist":
+        split, query = _playlist_queries(model, split)
+        if query == "playlist-model" and isinstance(model, str):
+            model_options = {"n_playlists": len(split.train.group_maps["playlist"]), **(model_options or {})}
     if isinstance(model, str):
         model = build_model(model, split.train.n_users, split.train.n_items, model_options)
     elif model_options:
         raise ConfigError("model_options apply only to a model given by name; build the model with them instead.")
     cfg = train_config or train_config_for(model.name, {"seed": seed})
-    if cfg.context != proto.context:  # the protocol decides what a training row's context is
-        cfg = dataclasses.replace(cfg, context=proto.context)
+    context = "history" if query == "playlist" else proto.context  # playlist -> song rows: the playlist is the user
+    if cfg.context != context:  # the protocol decides what a training row's context is
+        cfg = dataclasses.replace(cfg, context=context)
     s = model.history_length() if "history" in model.needs else 0
     if s:
         valid = None if valid is None else valid.with_history(split.train, s)
@@ -134,6 +162,7 @@ def run(
                 "protocol": proto.to_dict(),
                 "split": split.params,
                 "seed": seed,
+                "query": "playlist" if query != "user" else "user",
                 "train": cfg.to_dict(),
                 "fit_seconds": seconds,
             },

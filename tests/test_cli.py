@@ -68,7 +68,7 @@ def test_train_evaluate_recommend_round_trip(tmp_path: Path, data_dir: Path) -> 
     )
     assert r.exit_code == 0, r.output
     trained = json.loads(r.stdout)
-    assert set(trained["test"]) == {"HR@10", "NDCG@10"} and trained["run_dir"] == str(run_dir)
+    assert set(trained["test"]) == {"HR@10", "NDCG@10", "tie_rate"} and trained["run_dir"] == str(run_dir)
 
     r = runner.invoke(app, ["evaluate", str(run_dir), "--json"])
     assert r.exit_code == 0, r.output

@@ -636,7 +636,7 @@ def _infer_format(path: Path) -> str:
     raise ConfigError(f"Cannot tell the format of {path.name}; pass fmt as one of {', '.join(_FORMATS)}.")
 
 
-def load_file(
+def load_columns(
     path: str | Path,
     user: str,
     item: str,
@@ -648,7 +648,10 @@ def load_file(
     context: Sequence[str] = (),
     name: str | None = None,
 ) -> Interactions:
-    """Load any interaction file with a header: CSV, TSV, Parquet or a RecBole atomic ``.inter`` file.
+    """Load any interaction file with a header, naming its columns: CSV, TSV, Parquet or a RecBole ``.inter`` file.
+
+    The user-facing reader of the four data shapes is :func:`segue.data.files.load_file`; this
+    lower-level one takes explicit column names and groups (and reads RecBole atomic files).
 
     The format comes from the extension (``.csv``, ``.tsv``/``.txt``, ``.parquet``,
     ``.inter``; a ``.gz`` suffix is allowed) unless ``fmt`` says otherwise; ``sep``
@@ -804,17 +807,26 @@ def load_dataset(
 
 
 def describe(
-    name_or_interactions: str | Interactions, data_dir: str | Path | None = None, download: bool = False
+    name_or_interactions: str | Interactions,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    *,
+    synthetic_time: bool | None = None,
 ) -> dict[str, Any]:
-    """:meth:`Interactions.describe` (users, items, rows, density, time span) plus group counts and sizes."""
+    """:meth:`Interactions.describe` (users, items, rows, density, time span) plus group counts and sizes.
+
+    ``synthetic_time`` says the timestamps only order events (default: what the dataset's spec says).
+    """
     data = (
         name_or_interactions
         if isinstance(name_or_interactions, Interactions)
         else load_dataset(name_or_interactions, data_dir, download=download, progress=False)
     )
     out = data.describe()
-    spec = _REGISTRY.get(data.name)
-    if spec is not None and spec.synthetic_time and "time_min" in out:
+    if synthetic_time is None:
+        spec = _REGISTRY.get(data.name)
+        synthetic_time = spec is not None and spec.synthetic_time
+    if synthetic_time and "time_min" in out:
         del out["time_min"], out["time_max"]
         out["time"] = "synthetic: orders events only"
     for kind in data.group_maps:
@@ -840,8 +852,8 @@ __all__ = [
     "instacart_timestamps",
     "is_present",
     "list_datasets",
+    "load_columns",
     "load_dataset",
-    "load_file",
     "load_instacart_sample",
     "load_lastfm1k414",
     "load_lastfm2k",
