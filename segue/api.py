@@ -1,6 +1,9 @@
-"""The Python entry point for every music use case, over a trained run (the CLI and HTTP answer the same way).
+"""The Python entry point: train on a DataFrame, a file or a dataset, then every music use case by raw ids.
 
->>> from segue.api import Fitted
+>>> import segue
+>>> m = segue.fit("sasrec", plays_df, max_seconds=60)   # user,item,timestamp rows; or a path, or "ml-1m"
+>>> m.metrics                                          # test metrics under the protocol (and tie_rate)
+>>> m.save("runs/sasrec"); m = segue.load("runs/sasrec")
 >>> m = Fitted.load("runs/sasrec-ml-1m")           # a run directory written by `segue train`
 >>> m.recommend("42", k=10)                         # a known user; an unknown one gets the popular items
 >>> m.next_track(["1193", "661", "914"], k=5)        # a listening session in progress (oldest first)
@@ -26,7 +29,9 @@ Every answer is a :class:`~segue.serving.export.Recommendations` (raw ids, best 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,10 +57,26 @@ class Fitted:
 
     @classmethod
     def load(cls, path: str | Path) -> Fitted:
-        """Open a run directory written by ``segue train`` / :func:`segue.pipeline.run`."""
+        """Open a run directory written by ``segue train`` / :func:`segue.pipeline.run` / :meth:`save`."""
         from segue.training.checkpoint import load_run
 
         return cls(load_run(path))
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Copy the run directory to ``path`` (a segue run directory; ``overwrite`` replaces only one segue wrote)."""
+        from segue import dirs
+
+        target = Path(path).expanduser()
+        dirs.check_target(target, "run", overwrite=overwrite, sources=[self.run.path])
+        tmp = dirs.new_sibling(target)
+        shutil.copytree(self.run.path, tmp, dirs_exist_ok=True)  # new_sibling made the (empty) directory
+        dirs.swap_in(tmp, target, "run")
+        return target
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The run's saved evaluation (``test`` and ``valid`` metrics, including ``tie_rate``)."""
+        return dict(self.run.metrics or {})
 
     def __repr__(self) -> str:
         c = self.run.config
@@ -206,4 +227,68 @@ class Fitted:
         return self._server
 
 
-__all__ = ["UNKNOWN_USER", "Fitted"]
+def fit(
+    model: str,
+    data: Any,
+    *,
+    format: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    protocol: str | None = None,
+    negatives: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    seed: int = 0,
+    log: Any = None,
+    **train: Any,
+) -> Fitted:
+    """Train registered model ``model`` on ``data`` and return it fitted, scikit-learn style.
+
+    ``data``: a pandas DataFrame in one of the four formats of :func:`segue.data.load_frame`
+    (interactions, sequences, playlists, sessions; ``format`` and ``columns`` as for files), a path to
+    a data file, a registered dataset name, or an :class:`~segue.data.Interactions`. ``protocol``
+    defaults to the format's (``playlist-holdout`` for playlists, else ``loo-sampled``), with
+    ``negatives`` sampled candidates where it samples. ``options`` are the model's options and
+    ``train`` keywords the trainer's (``epochs=``, ``max_seconds=``, ``patience=``, ``lr=``, ...).
+    The run directory is ``out`` (default: a new temporary directory; keep it with :meth:`Fitted.save`).
+    """
+    import pandas as pd
+
+    from segue.data.files import DEFAULT_PROTOCOLS, load_frame, open_dataset
+    from segue.data.interactions import Interactions
+    from segue.evaluation.protocols import get_protocol
+    from segue.models.base import get_model_class
+    from segue.pipeline import run, train_config_for
+
+    get_model_class(model)  # an unknown name fails here, in one sentence
+    fmt = None
+    if isinstance(data, pd.DataFrame):
+        table = load_frame(data, format, columns)
+        fmt = format or ("playlists" if "playlist" in table.group_maps else None)
+    elif isinstance(data, Interactions):
+        table = data
+    elif isinstance(data, (str, Path)):
+        source = open_dataset(data, format=format, columns=columns, progress=False)
+        table, fmt = source.data, source.format
+    else:
+        raise DataError(
+            f"data must be a DataFrame, a file path, a dataset name or Interactions, got {type(data).__name__}."
+        )
+    if protocol is None:
+        protocol = DEFAULT_PROTOCOLS.get(
+            fmt or "", "playlist-holdout" if "playlist" in table.group_maps else "loo-sampled"
+        )
+    proto = get_protocol(protocol, seed=seed, n_negatives=negatives)
+    cfg = train_config_for(model, {"seed": seed, "progress": False, **train})
+    target = Path(out).expanduser() if out is not None else Path(tempfile.mkdtemp(prefix="segue-run-")) / "run"
+    run(model, table, protocol=proto, model_options=dict(options or {}), train_config=cfg, out=target, seed=seed,
+        overwrite=overwrite, log=log)  # fmt: skip
+    return Fitted.load(target)
+
+
+def load(path: str | Path) -> Fitted:
+    """:meth:`Fitted.load`: a run directory as a fitted model."""
+    return Fitted.load(path)
+
+
+__all__ = ["UNKNOWN_USER", "Fitted", "fit", "load"]

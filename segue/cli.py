@@ -386,41 +386,35 @@ def evaluate(
     )
 
 
-def _history_context(r: Any, uid: Any, history: str | None) -> Any:
-    """The ``Context(history=...)`` a sequential model reads: ``--history`` or the run's saved recent items."""
-    import torch
-
-    from segue.data.batch import Context
-
-    if "history" not in r.model.needs:
-        if history is not None:
-            raise ConfigError(f"--history is for sequential models; {r.config['model']} does not read a history.")
+def _ids(text: str | None, flag: str) -> list[str] | None:
+    """``a,b,c`` -> ``["a", "b", "c"]`` (None when the flag was not given)."""
+    if text is None:
         return None
-    w = r.model.history_length()
-    if history is not None:
-        raw = [h.strip() for h in history.split(",") if h.strip()]
-        if not raw:
-            raise ConfigError("--history needs at least one item id (comma-separated, oldest first).")
-        items = r.item_map.to_internal(raw)[-w:]
-        row = [0] * (w - len(items)) + items.tolist()
-        return Context(history=torch.tensor([row], dtype=torch.long))
-    if r.recent is None:
-        raise ConfigError(
-            f"{r.config['model']} reads the user's recent items, which this run directory does not hold "
-            "(it predates recent.npz); pass --history a,b,c."
-        )
-    return Context(history=torch.as_tensor(r.recent[uid][:, -w:], dtype=torch.long))
+    ids = [t.strip() for t in text.split(",") if t.strip()]
+    if not ids:
+        raise ConfigError(f"{flag} needs at least one item id (comma-separated, oldest first).")
+    return ids
+
+
+def _print_recommendations(title: str, payload: dict[str, Any], rec: Any, as_json: bool) -> None:
+    rows = [
+        {"rank": i + 1, "item": it, "score": s} for i, (it, s) in enumerate(zip(rec.items, rec.scores, strict=True))
+    ]
+    if as_json:
+        _emit_json({**payload, "query": rec.query, "retrieval": rec.retrieval, "ignored": rec.ignored, "items": rows})
+        return
+    out.print(_table(title, ["rank", "item", "score"], [[r["rank"], r["item"], r["score"]] for r in rows]))
 
 
 @app.command()
 def recommend(
     run_dir: Path,
-    user: Annotated[str, typer.Option(help="Raw user id, as in the dataset.")],
+    user: Annotated[str | None, typer.Option(help="Raw user id, as in the dataset.")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="Number of items.")] = 10,
     include_seen: Annotated[bool, typer.Option(help="Also recommend items the user already consumed.")] = False,
     unknown: Annotated[
-        str, typer.Option(help="For an unknown user: 'error' or 'popular' (flagged fallback).")
-    ] = "error",
+        str, typer.Option(help="For an unknown user: 'popular' (flagged fallback, the default) or 'error'.")
+    ] = "popular",
     history: Annotated[
         str | None,
         typer.Option(
@@ -428,41 +422,71 @@ def recommend(
             "(default: the user's latest training items)."
         ),
     ] = None,
+    seed_tracks: Annotated[
+        str | None,
+        typer.Option("--seed-tracks", help="Continue a new playlist from these tracks (comma-separated raw ids)."),
+    ] = None,
+    session: Annotated[
+        str | None,
+        typer.Option(help="Next tracks for a listening session in progress (raw ids oldest first, comma-separated)."),
+    ] = None,
+    audio: Annotated[
+        list[Path] | None,
+        typer.Option(help="Cold start (dcue, wmf-regression): the catalogue tracks nearest each new audio file."),
+    ] = None,
     as_json: Json = False,
 ) -> None:
-    """Top-k items (raw ids and scores) for one user of a run directory."""
-    from segue.training.checkpoint import load_run
+    """Top-k items for a user, a new playlist (--seed-tracks), a session (--session) or new audio (--audio)."""
+    from segue.api import Fitted
 
-    if unknown not in ("error", "popular"):
-        raise ConfigError(f"--unknown must be error or popular, got {unknown!r}.")
-    r = load_run(run_dir)
-    if k < 1 or k > r.model.n_items:
-        raise ConfigError(f"k must be between 1 and the catalogue size {r.model.n_items}, got {k}.")
-    fallback = False
-    if user not in r.user_map and unknown == "popular":
-        import numpy as np
-
-        counts = np.asarray(r.seen.sum(axis=0)).ravel()
-        counts[0] = -1
-        ids = np.argsort(-counts, kind="stable")[:k]
-        scores = counts[ids].astype(float)
-        fallback = True
+    asked = [name for name, v in (("--user", user), ("--seed-tracks", seed_tracks), ("--session", session),
+                                  ("--audio", audio)) if v]  # fmt: skip
+    if len(asked) != 1:
+        raise ConfigError(
+            "Give exactly one of --user, --seed-tracks, --session or --audio"
+            + (f", not {' and '.join(asked)}." if asked else ".")
+        )
+    if history is not None and user is None:
+        raise ConfigError("--history goes with --user; for a session without a user, use --session.")
+    m = Fitted.load(run_dir)
+    if user is not None:
+        rec = m.recommend(user, k, history=_ids(history, "--history"), exclude_seen=not include_seen, unknown=unknown)
+        fallback = "popular" if rec.query == "popular-fallback" else None
+        title = f"Top {k} for user {user}" + (" (unknown user: popularity fallback)" if fallback else "")
+        _print_recommendations(title, {"user": user, "k": k, "fallback": fallback}, rec, as_json)
+    elif seed_tracks is not None:
+        seeds = _ids(seed_tracks, "--seed-tracks")
+        rec = m.continue_playlist(seeds, k)
+        _print_recommendations(f"Top {k} to continue a playlist of {len(seeds)} tracks", {"seed_tracks": seeds, "k": k},
+                               rec, as_json)  # fmt: skip
+    elif session is not None:
+        tracks = _ids(session, "--session")
+        rec = m.next_track(tracks, k)
+        _print_recommendations(f"Next {k} after a session of {len(tracks)} tracks", {"session": tracks, "k": k},
+                               rec, as_json)  # fmt: skip
     else:
-        uid = r.user_map.to_internal([user])
-        context = _history_context(r, uid, history)
-        ids_t, scores_t = r.model.recommend(uid, k, context, exclude=None if include_seen else r.seen)
-        ids, scores = ids_t[0].numpy(), scores_t[0].numpy()
-    keep = ids > 0
-    items = r.item_map.to_raw(ids[keep]).tolist()
-    rows = [
-        {"rank": i + 1, "item": it, "score": float(s)}
-        for i, (it, s) in enumerate(zip(items, scores[keep], strict=True))
-    ]
-    if as_json:
-        _emit_json({"user": user, "k": k, "fallback": "popular" if fallback else None, "items": rows})
-        return
-    title = f"Top {k} for user {user}" + (" (unknown user: popularity fallback)" if fallback else "")
-    out.print(_table(title, ["rank", "item", "score"], [[r_["rank"], r_["item"], r_["score"]] for r_ in rows]))
+        assert audio is not None
+        recs = m.from_audio(audio, k)
+        if as_json:
+            _emit_json({"k": k, "audio": [{"file": str(f), "items": r.items, "scores": r.scores}
+                                          for f, r in zip(audio, recs, strict=True)]})  # fmt: skip
+            return
+        for f, r in zip(audio, recs, strict=True):
+            _print_recommendations(f"Catalogue tracks nearest {f}", {}, r, False)
+
+
+@app.command()
+def similar(
+    run_dir: Path,
+    item: Annotated[str, typer.Argument(help="Raw item (track) id.")],
+    k: Annotated[int, typer.Option("-k", "--k", help="Number of items.")] = 10,
+    as_json: Json = False,
+) -> None:
+    """The k items most similar to ITEM under the model's own measure (models with item vectors)."""
+    from segue.api import Fitted
+
+    rec = Fitted.load(run_dir).similar(item, k)
+    _print_recommendations(f"Top {k} similar to {item}", {"item": item, "k": k}, rec, as_json)
 
 
 @app.command()

@@ -9,7 +9,7 @@ import pytest
 
 from segue.api import Fitted
 from segue.data import Interactions
-from segue.errors import ConfigError, DataError, UnknownIdError
+from segue.errors import ConfigError, DataError, SegueError, UnknownIdError
 from segue.evaluation.protocols import get_protocol
 from segue.pipeline import run
 from segue.training.trainer import TrainConfig
@@ -95,3 +95,147 @@ def test_history_and_lists_are_refused_with_one_sentence(tmp_path: Path, toy: In
         m.continue_playlist(["101"])
     with pytest.raises(ConfigError, match="no item vectors"):
         m.similar("101")
+
+
+# -- every registered model answers through Fitted (and so through `segue recommend`) -------------------
+from .test_contract import NAMES, RECIPES, _case  # noqa: E402
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_registered_model_recommends_by_raw_ids(name: str, tmp_path: Path) -> None:
+    from segue.training.checkpoint import save_run
+
+    case = _case(name)
+    save_run(tmp_path / "run", case.model, user_map=case.train.user_map, item_map=case.train.item_map,
+             seen=case.exclude, config={"dataset": case.train.name}, group_maps=case.group_maps)  # fmt: skip
+    m = Fitted.load(tmp_path / "run")
+    raw_items = case.train.item_map.to_raw(np.arange(1, 4)).tolist()
+    family = RECIPES[name].family
+    if family.startswith("playlist"):  # a new playlist from its seed tracks
+        rec = m.continue_playlist(raw_items, k=5)
+        assert not set(map(str, raw_items)) & set(map(str, rec.items))
+    else:
+        user = case.train.user_map.to_raw([1])[0]
+        history = raw_items if family == "history" else None
+        rec = m.recommend(user, k=5, history=history)
+        seen = case.exclude
+        assert not set(case.train.item_map.to_internal(list(map(str, rec.items)))) & set(
+            seen.indices[seen.indptr[1] : seen.indptr[2]]
+        )
+    assert 1 <= len(rec.items) <= 5 and all(np.isfinite(rec.scores))
+    assert rec.scores == sorted(rec.scores, reverse=True)
+
+
+# -- the same use cases from the command line -----------------------------------------------------------
+def _cli(*args: str) -> dict:
+    from typer.testing import CliRunner
+
+    from segue.cli import app
+
+    r = CliRunner().invoke(app, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    return __import__("json").loads(r.stdout)
+
+
+def test_cli_playlist_continuation_session_and_similar(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = [(f"p{u}-{k}", f"s{s}", f"u{u}") for u in range(12) for k in range(2)
+            for s in rng.choice(np.arange(20) + (u % 3) * 20, 8, replace=False)]  # fmt: skip
+    pd.DataFrame(rows, columns=["playlist", "track", "user"]).to_csv(tmp_path / "pl.csv", index=False)
+    _cli(
+        "train", "mass", str(tmp_path / "pl.csv"), "--out", str(tmp_path / "mass"), "--epochs", "1", "--negatives", "20"
+    )
+    got = _cli("recommend", str(tmp_path / "mass"), "--seed-tracks", "s1,s2,s3", "-k", "5")
+    assert got["query"] == "model-context" and len(got["items"]) == 5
+    assert not {"s1", "s2", "s3"} & {r["item"] for r in got["items"]}
+
+    frame = make_frame(n_users=20, n_items=30, per_user=8)
+    frame[["user", "item", "ts"]].to_csv(tmp_path / "plays.csv", index=False, header=["user", "item", "timestamp"])
+    _cli("train", "caser", str(tmp_path / "plays.csv"), "--out", str(tmp_path / "caser"), "--epochs", "1",
+         "--negatives", "10", "--set", "s=3")  # fmt: skip
+    items = [str(i) for i in frame["item"].iloc[:3]]
+    got = _cli("recommend", str(tmp_path / "caser"), "--session", ",".join(items), "-k", "4")
+    assert got["query"] == "model-context" and not set(items) & {str(r["item"]) for r in got["items"]}
+
+    _cli("train", "mf-bpr", str(tmp_path / "plays.csv"), "--out", str(tmp_path / "mf"), "--epochs", "1",
+         "--negatives", "10")  # fmt: skip
+    got = _cli("similar", str(tmp_path / "mf"), items[0], "-k", "3")
+    assert (
+        got["query"] == "item-vector"
+        and len(got["items"]) == 3
+        and items[0] not in {str(r["item"]) for r in got["items"]}
+    )
+    bad = subprocess.run(
+        [sys.executable, "-c", "from segue.cli import main; main()", "recommend", str(tmp_path / "mf"),
+         "--user", "u1", "--session", "1"], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "Give exactly one of --user, --seed-tracks, --session or --audio" in bad.stderr
+
+
+# -- segue.fit on DataFrames of the four shapes; save / load ----------------------------------------------
+def _shapes() -> dict[str, tuple[str, object, dict]]:
+    import pandas as pd
+
+    plays = make_frame(n_users=20, n_items=30, per_user=8).rename(columns={"ts": "timestamp"})
+    seqs = plays.sort_values("timestamp").groupby("user")["item"].agg(list).reset_index(name="items")
+    rng = np.random.default_rng(0)
+    lists = pd.DataFrame(
+        [(f"p{u}-{k}", f"s{s}", f"u{u}") for u in range(12) for k in range(2)
+         for s in rng.choice(np.arange(20) + (u % 3) * 20, 8, replace=False)],
+        columns=["playlist", "track", "user"],
+    )  # fmt: skip
+    log = plays.rename(columns={"item": "track"})[["user", "track", "timestamp"]]
+    return {
+        "interactions": ("mf-bpr", plays[["user", "item", "timestamp"]], {}),
+        "sequences": ("sasrec", seqs, {"options": {"max_len": 8}}),
+        "playlists": ("mass", lists, {}),
+        "sessions": ("caser", log, {"format": "sessions", "options": {"s": 3}}),
+    }
+
+
+@pytest.mark.parametrize("shape", ["interactions", "sequences", "playlists", "sessions"])
+def test_fit_on_a_dataframe_of_each_shape(shape: str, tmp_path: Path) -> None:
+    import segue
+
+    model, frame, kw = _shapes()[shape]
+    m = segue.fit(model, frame, negatives=10, epochs=1, out=tmp_path / "run", **kw)
+    assert m.model.name == model and 0 <= m.metrics["test"]["HR@10"] <= 1 and "tie_rate" in m.metrics["test"]
+    if shape == "playlists":
+        rec = m.continue_playlist(["s1", "s2"], k=3)
+    else:
+        rec = m.recommend(str(frame["user"].iloc[0]), k=3)
+    assert len(rec.items) == 3
+    kept = m.save(tmp_path / "kept")
+    again = segue.load(kept)
+    assert again.recommend("nobody", k=2).query == "popular-fallback"
+    if shape != "playlists":
+        assert again.recommend(str(frame["user"].iloc[0]), k=3).items == rec.items
+
+
+def test_fit_errors_are_one_sentence(tmp_path: Path) -> None:
+    import pandas as pd
+
+    import segue
+
+    with pytest.raises(ConfigError, match="Unknown model 'nope'"):
+        segue.fit("nope", pd.DataFrame({"user": ["a"], "item": ["b"]}))
+    with pytest.raises(DataError, match="no 'item' column for the interactions format"):
+        segue.fit("pop", pd.DataFrame({"user": ["a"], "thing": ["b"]}))
+    with pytest.raises(DataError, match="DataFrame, row 2, column 'user': the value is empty"):
+        segue.fit("pop", pd.DataFrame({"user": ["a", None], "item": ["b", "c"]}))
+    with pytest.raises(DataError, match="must be a DataFrame, a file path"):
+        segue.fit("pop", [("a", "b")])
+    m = segue.fit("pop", make_frame(n_users=20, n_items=30)[["user", "item"]], negatives=5, out=tmp_path / "r")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(SegueError, match="mine"):
+        m.save(mine, overwrite=True)  # a directory segue did not write is never replaced
+    assert (mine / "notes.txt").read_text() == "keep me"
+    with pytest.raises(SegueError, match="source of this command"):
+        m.save(tmp_path, overwrite=True)

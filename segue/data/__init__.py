@@ -1,6 +1,6 @@
 """Data layer: interaction tables, datasets, data files, preprocessing, splits, sampling, sequences."""
 
-from segue.data.files import FORMATS, detect_format, load_file
+from segue.data.files import FORMATS, detect_format, load_file, load_frame
 from segue.data.interactions import IdMap, Interactions
 from segue.data.preprocess import binarize, dedup, kcore
 from segue.data.sampling import NegativeSampler, sample_candidates
@@ -19,6 +19,7 @@ __all__ = [
     "kcore",
     "leave_one_out",
     "load_file",
+    "load_frame",
     "random_split",
     "sample_candidates",
     "temporal_split",

@@ -320,8 +320,10 @@ def detect_format(path: str | Path, columns: Mapping[str, str] | None = None) ->
         line = _first_line(path)
         if "\t" not in line and "," not in line:
             return "sequences"
-    header = set(_header(path))
+    return _format_of_header(set(_header(path)), cols)
 
+
+def _format_of_header(header: set[str], cols: Mapping[str, str]) -> str:
     def has(canon: str) -> bool:
         return cols.get(canon, canon) in header
 
@@ -423,6 +425,50 @@ def load_file(
         return Interactions.from_frame(_read_sequences(path), timestamp="timestamp", name=label)
 
     frame, sep = _read_table(path)
+    return _from_table(path, frame, sep, fmt, cols, label, session_gap)
+
+
+def load_frame(
+    frame: pd.DataFrame,
+    format: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    *,
+    name: str = "DataFrame",
+    session_gap: float = DEFAULT_SESSION_GAP,
+) -> Interactions:
+    """:func:`load_file` for a pandas DataFrame already in memory: the same four formats, columns and checks.
+
+    The sequences format is a frame with a ``user`` column and an ``items`` column of lists (oldest
+    first). Errors name the frame (``name``) and the 1-based row.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"Expected a pandas DataFrame, got {type(frame).__name__}.")
+    if frame.empty:
+        raise DataError(f"{name} has no rows.")
+    fmt = _check_format(format) if format else None
+    cols = _check_columns(columns, fmt)
+    header = [str(c) for c in frame.columns]
+    if fmt is None:
+        fmt = "sequences" if cols.get("items", "items") in header and "item" not in header else None
+        fmt = fmt or _format_of_header(set(header), cols)
+    cols = _check_columns(cols, fmt) if fmt != "sequences" else cols
+    if fmt == "sequences":
+        user, items = cols.get("user", "user"), cols.get("items", "items")
+        missing = [c for c in (user, items) if c not in header]
+        if missing:
+            raise DataError(f"{name}: the sequences format needs columns {user!r} and {items!r} (lists of items).")
+        long = frame[[user, items]].explode(items, ignore_index=True).dropna(subset=[items])
+        long["timestamp"] = long.groupby(user, sort=False).cumcount().astype(np.float64)
+        long = long.rename(columns={user: "user", items: "item"})
+        long["user"], long["item"] = long["user"].astype(str), long["item"].astype(str)
+        return Interactions.from_frame(long, timestamp="timestamp", name=name)
+    return _from_table(Path(name), frame.reset_index(drop=True), None, fmt, cols, name, session_gap)
+
+
+def _from_table(
+    path: Path, frame: pd.DataFrame, sep: str | None, fmt: str, cols: dict[str, str], label: str, session_gap: float
+) -> Interactions:
+    """The rows of a read table in one of the column formats, checked, as :class:`Interactions`."""
     src = _resolve(path, frame, fmt, cols)
     rows = _Rows(path, frame, sep)
     out = pd.DataFrame(index=pd.RangeIndex(len(rows.frame)))
@@ -536,6 +582,7 @@ __all__ = [
     "describe_source",
     "detect_format",
     "load_file",
+    "load_frame",
     "looks_like_path",
     "open_dataset",
     "parse_columns",
