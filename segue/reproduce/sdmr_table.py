@@ -562,7 +562,13 @@ def _tie_lines(result: dict[str, Any]) -> list[str]:
                 f"* Ties, SDMR on {r['dataset']} (measured): the positive ties with at least one negative in "
                 f"{100 * t['tied_share']:.1f}% of the test cases (mean {t['mean_tied_negatives']:.2f} tied negatives); "
                 f"broken in the positive's favour, HR@10 would be {t['HR@10_optimistic']:.3f} and NDCG@10 "
-                f"{t['NDCG@10_optimistic']:.3f} instead of {r['metrics']['HR@10']:.3f} / {r['metrics']['NDCG@10']:.3f}."
+                f"{t['NDCG@10_optimistic']:.3f} instead of {r['metrics']['HR@10']:.3f} / {r['metrics']['NDCG@10']:.3f}"
+                + (
+                    f"; under the authors' evaluator's tie rule (test item last among the candidates, numpy's "
+                    f"unstable argsort) {t['HR@10_authors']:.3f} / {t['NDCG@10_authors']:.3f}."
+                    if "HR@10_authors" in t
+                    else "."
+                )
             )
     return [*out, ""] if out else []
 
