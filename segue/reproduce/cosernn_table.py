@@ -389,6 +389,14 @@ def build_notes(infos: dict[str, dict[str, Any]], rows: list[dict[str, Any]], ar
             f"{c['track-ranked K=100']} at K=100 (without a relevant candidate, excluded: "
             f"{c['no relevant candidate K=25']} / {c['no relevant candidate K=100']})"
         )
+        if "vectorless share of candidates K=100" in c:
+            facts.append(
+                "tracks without a vector are not ranked (they would all score 0 and, with pessimistic ties, push "
+                f"relevant tracks down): {100 * c['vectorless share of candidates K=100']:.1f}% of the K=100 "
+                f"candidates and {100 * c['vectorless share of relevant K=100']:.1f}% of the relevant ones dropped "
+                f"(K=25: {100 * c['vectorless share of candidates K=25']:.1f}% / "
+                f"{100 * c['vectorless share of relevant K=25']:.1f}%)"
+            )
         if c["track-ranked K=100"] == 0:
             facts.append(
                 "no test session re-consumes one of its candidate tracks (a movie is rated once), so track ranking "
