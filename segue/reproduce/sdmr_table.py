@@ -215,11 +215,16 @@ class Cache:
 
 def _train_config(model: str, args: argparse.Namespace, dataset: str) -> TrainConfig:
     epochs = args.max_epochs if dataset == "ml-100k" else args.max_epochs_large
+    # [CODE-HINT] SDP / SDM / SDMR train as the authors' code does (hardest of 4 negatives, summed BPR;
+    # segue.models.sdmr.SDMR_TRAIN_DEFAULTS); --text-loss keeps the text's one term per negative
+    authors = model in ("sdp", "sdm", "sdmr") and not getattr(args, "text_loss", False)
     return TrainConfig(
         epochs=epochs,
         batch_size=256,
         lr=1e-3,
         n_negatives=4,
+        neg_reduce="max" if authors else "each",
+        reduction="sum" if authors else "mean",
         loss=LOSS.get(model, "bpr"),
         patience=args.patience,
         monitor="HR@10",
@@ -592,10 +597,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=180.0, help="per-model training time cap on ml-100k")
     p.add_argument("--max-seconds-large", type=float, default=150.0, help="per-model training time cap on ml-1m")
     p.add_argument("--patience", type=int, default=2)
+    p.add_argument("--text-loss", action="store_true", help="SDP/SDM/SDMR: one BPR term per negative (the text)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="docs/results")
-    p.add_argument("--cache", default="/tmp/segue-sdmr/runs.jsonl")
+    p.add_argument("--cache", default=None, help="runs cache (JSON lines; default: under $SEGUE_CACHE or ~/.cache/segue)")
     p.add_argument("--resume", action="store_true", help="reuse finished runs from the cache")
     p.add_argument("--merge", action="store_true", help="keep the rows of an existing table not rerun")
     p.add_argument("--selection", default=None, help="take the ml-100k dev choices from this results JSON")
