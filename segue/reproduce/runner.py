@@ -75,9 +75,10 @@ class ModelSpec:
     datasets: list[str] = field(default_factory=list)  # [] = every dataset of the table
     options: dict[str, Any] = field(default_factory=dict)  # model options
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides (or the hook's own options)
-    grid: list[dict[str, Any]] = field(default_factory=list)  # dev grid: each point {"options": .., "train": ..}
+    grid: list[dict[str, Any]] = field(default_factory=list)  # dev grid: points {options, train[, datasets]}
     depends: list[str] = field(default_factory=list)  # labels whose trained models the hook reads
     paper: dict[str, dict[str, float]] = field(default_factory=dict)  # dataset (or "*") -> metric -> value
+    paper_other: dict[str, dict[str, float]] = field(default_factory=dict)  # other paper columns (e.g. "AOTM")
     reference: bool = False  # a reference row (popularity, random): not a model of the paper
 
     def paper_for(self, dataset: str) -> dict[str, float] | None:
@@ -408,14 +409,14 @@ def _with_dependencies(spec: TableSpec, models: list[str] | None) -> set[str]:
 
 
 def _points(spec: TableSpec, m: ModelSpec, dataset: str, caps: dict[str, Any], quick: bool) -> list[Row]:
-    grid = m.grid or [{}]
+    grid = [g for g in m.grid or [{}] if not g.get("datasets") or dataset in g["datasets"]]
     if quick:
         grid = grid[:1]
     rows = []
     for point in grid:
-        extra = sorted(set(point) - {"options", "train"})
+        extra = sorted(set(point) - {"options", "train", "datasets"})
         if extra:
-            raise ConfigError(f"{spec.name}/{m.label}: a grid point has 'options' and 'train', got {extra}.")
+            raise ConfigError(f"{spec.name}/{m.label}: a grid point has options, train, datasets; got {extra}.")
         for seed in spec.seeds[:1] if quick else spec.seeds:
             rows.append(
                 Row(
@@ -451,6 +452,7 @@ def _aggregate(
         "metrics": metrics,
         "dev": {k: float(np.mean([r["dev"][k] for r in best])) for k in best[0].get("dev") or {}},
         "paper": m.paper_for(dataset),
+        **({"paper_other": m.paper_other} if m.paper_other else {}),
         "same_data_as_paper": dataset in spec.same_data and not results[0].get("quick", False),
         "seconds": round(float(sum(r.get("seconds", 0.0) for r in best)), 1),
         "options": best[0]["options"],
