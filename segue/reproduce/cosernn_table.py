@@ -488,7 +488,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", type=int, default=3, help="CoSeRNN fits per dataset (seed, seed + 1, ...), averaged")
     ap.add_argument("--paper-sizes-on", default="synthetic", help="datasets that also get a paper-size CoSeRNN row")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="smoke test: synthetic data, 60 users, 2 epochs, one seed")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.datasets, args.synthetic_users, args.epochs, args.seeds, args.max_seconds = "synthetic", 60, 2, 1, 20.0
+        args.paper_sizes_on = ""
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()

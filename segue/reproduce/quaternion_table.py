@@ -216,7 +216,7 @@ def fit_eval(
 def reproduce(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # tiny Adam moments as denormals slow CPU math ~100x
-    cache_path = Path(args.cache)
+    cache_path = _cache_path(args)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     cache: dict[str, dict[str, Any]] = {}
     state_dir = cache_path.parent / "states"
@@ -612,3 +612,10 @@ if __name__ == "__main__":
 
 
 __all__ = ["GRID", "PAPER", "claims", "main", "reproduce"]
+
+
+def _cache_path(args: argparse.Namespace) -> Path:
+    """``--cache``, else ``$SEGUE_CACHE/reproduce/quaternion-table-5.6/runs.jsonl`` (or under ``~/.cache/segue``)."""
+    from segue.reproduce.runner import cache_root
+
+    return Path(args.cache) if args.cache else cache_root() / "quaternion-table-5.6" / "runs.jsonl"

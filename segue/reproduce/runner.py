@@ -349,12 +349,16 @@ def run_table(
         plan = [m for m in spec.models if m.label in wanted and (not m.datasets or dataset in m.datasets)]
         rows = {m.label: _points(spec, m, dataset, caps, quick) for m in plan}
         keys = {label: [config_key(r.config()) for r in rs] for label, rs in rows.items()}
-        needed_models = {d for m in plan for d in m.depends if not all(cache.get(k) for k in keys[m.label])}
+        # rows whose trained model a row that will train needs (transitively): retrained if only cached
+        needed_models: set[str] = set()
+        for m in reversed(plan):
+            if m.label in needed_models or not all(cache.get(k) for k in keys[m.label]):
+                needed_models.update(m.depends)
         for m in plan:
             results: list[dict[str, Any]] = []
             for row, key in zip(rows[m.label], keys[m.label], strict=True):
                 hit = cache.get(key)
-                if hit is not None and m.label not in needed_models:
+                if hit is not None:
                     out.cached += 1
                     results.append(hit)
                     continue
@@ -364,20 +368,20 @@ def run_table(
                     break
                 if prepared is None:
                     prepared = prepare_fn(dataset, spec, caps)
-                row.trained = trained
-                t0 = time.perf_counter()
-                res = dict(resolve(m.fit or "segue.reproduce.runner:pipeline_row")(prepared, row))
-                res.setdefault("seconds", time.perf_counter() - t0)
-                model = res.pop("model", None)
-                res["options"], res["train"], res["seed"], res["quick"] = row.options, row.train, row.seed, quick
-                cache.put(key, row.config(), res)
+                results.append(_train(spec, m, row, key, prepared, trained, cache, quick, log))
                 out.trained += 1
-                results.append({**res, "_model": model})
-                log(f"[{dataset}] {m.label} {row.options or ''}{row.train or ''} seed {row.seed}: dev "
-                    f"{_short(res.get('dev'))} ({res['seconds']:.0f} s)")  # fmt: skip
             if not results:
                 continue
-            out.rows.append(_aggregate(spec, m, dataset, results, trained))
+            best = _best_point(spec, results)
+            if m.label in needed_models and results[best[0]].get("_model") is None:
+                # a later row needs this row's trained model, which the cache does not hold: train it again
+                if prepared is None:
+                    prepared = prepare_fn(dataset, spec, caps)
+                i = best[0]
+                results[i] = _train(spec, m, rows[m.label][i], keys[m.label][i], prepared, trained, cache, quick, log)
+                out.trained += 1
+                out.cached -= 1
+            out.rows.append(_aggregate(spec, m, dataset, [results[i] for i in best], trained))
             if m.grid:
                 out.grid += [
                     {"dataset": dataset, "model": m.label, **{k: v for k, v in r.items() if k != "_model"}}
@@ -385,6 +389,39 @@ def run_table(
                 ]
     out.seconds = time.perf_counter() - t_start
     return out
+
+
+def _train(
+    spec: TableSpec,
+    m: ModelSpec,
+    row: Row,
+    key: str,
+    prepared: Any,
+    trained: dict[str, Any],
+    cache: RunCache,
+    quick: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Run one row's fit hook, record its result in the cache; the trained model rides along as ``_model``."""
+    row.trained = trained
+    t0 = time.perf_counter()
+    res = dict(resolve(m.fit or "segue.reproduce.runner:pipeline_row")(prepared, row))
+    res.setdefault("seconds", time.perf_counter() - t0)
+    model = res.pop("model", None)
+    res["options"], res["train"], res["seed"], res["quick"] = row.options, row.train, row.seed, quick
+    cache.put(key, row.config(), res)
+    log(f"[{row.dataset}] {m.label} {row.options or ''}{row.train or ''} seed {row.seed}: dev "
+        f"{_short(res.get('dev'))} ({res['seconds']:.0f} s)")  # fmt: skip
+    return {**res, "_model": model}
+
+
+def _best_point(spec: TableSpec, results: list[dict[str, Any]]) -> list[int]:
+    """Indices (one per seed) of the grid point with the best mean **dev** metrics; test is never read."""
+    n_seeds = len({r["seed"] for r in results}) or 1
+    points = [list(range(i, min(i + n_seeds, len(results)))) for i in range(0, len(results), n_seeds)]
+    keys = spec.select or spec.metrics
+    mean_dev = [{k: float(np.mean([results[i]["dev"].get(k, np.nan) for i in p])) for k in keys} for p in points]
+    return points[select_on_dev([{"dev": d} for d in mean_dev], keys)]
 
 
 def _short(m: dict[str, Any] | None) -> str:
@@ -437,12 +474,9 @@ def _points(spec: TableSpec, m: ModelSpec, dataset: str, caps: dict[str, Any], q
 def _aggregate(
     spec: TableSpec, m: ModelSpec, dataset: str, results: list[dict[str, Any]], trained: dict[str, Any]
 ) -> dict[str, Any]:
-    """The table row of a model: the dev-selected grid point, its test metrics averaged over seeds."""
-    n_seeds = len({r["seed"] for r in results})
-    points = [results[i : i + n_seeds] for i in range(0, len(results), n_seeds)]
-    keys = spec.select or spec.metrics
-    mean_dev = [{k: float(np.mean([r["dev"].get(k, np.nan) for r in p])) for k in keys} for p in points]
-    best = points[select_on_dev([{"dev": d} for d in mean_dev], keys)]
+    """The table row of a model from the dev-selected grid point's results (one per seed), test averaged."""
+    best = results
+    n_seeds = len(best)
     if best[0].get("_model") is not None:
         trained[m.label] = best[0]["_model"]
     metrics = {k: float(np.mean([r["test"][k] for r in best])) for k in best[0]["test"]}

@@ -249,8 +249,8 @@ def _keys(m: dict[str, float]) -> dict[str, float]:
 def reproduce(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     data_dir = resolve_data_dir(None)
-    cache = Cache(Path(args.cache), args.resume)
-    state_dir = Path(args.cache).parent / "states"
+    cache = Cache(_cache_path(args), args.resume)
+    state_dir = _cache_path(args).parent / "states"
     state_dir.mkdir(parents=True, exist_ok=True)
     protocol = get_protocol("loo-sampled", seed=args.seed)
     out_dir = Path(args.out)
@@ -636,3 +636,10 @@ if __name__ == "__main__":
 
 
 __all__ = ["GRID", "PAPER", "main", "markdown", "ml1m_order_check", "reproduce"]
+
+
+def _cache_path(args: argparse.Namespace) -> Path:
+    """``--cache``, else ``$SEGUE_CACHE/reproduce/sdmr-table-5.3/runs.jsonl`` (or under ``~/.cache/segue``)."""
+    from segue.reproduce.runner import cache_root
+
+    return Path(args.cache) if args.cache else cache_root() / "sdmr-table-5.3" / "runs.jsonl"
