@@ -115,7 +115,10 @@ def test_dev_grid_selection_uses_dev_only(tmp_path: Path) -> None:
     # the dependent row got the selected model
     stacked = next(r for r in out.rows if r["model"] == "stacked" and r["dataset"] == "toy-a")
     assert stacked["depends_value"] == 3.0
-    assert select_on_dev([{"dev": {"a": 1, "b": 5}}, {"dev": {"a": 1, "b": 6}}, {"dev": {"a": 0, "b": 9}}], ["a", "b"]) == 1
+    assert (
+        select_on_dev([{"dev": {"a": 1, "b": 5}}, {"dev": {"a": 1, "b": 6}}, {"dev": {"a": 0, "b": 9}}], ["a", "b"])
+        == 1
+    )
 
 
 def test_writer_has_paper_vs_ours_columns_checks_and_notes_link(tmp_path: Path) -> None:

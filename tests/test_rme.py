@@ -460,3 +460,24 @@ def test_algorithm_2_never_draws_training_or_validation_positives() -> None:
     assert unmasked.multiply(vpos).nnz > 0
     masked = model.draw_dislikes(state, liked, 3.0, torch.Generator().manual_seed(0), vpos)
     assert masked.multiply(vpos).nnz == 0 and masked.nnz > 0
+
+
+def test_lambda_scan_widens_past_the_grid_edge_until_interior() -> None:
+    """issue 16: lambda = 10 (the edge) was chosen everywhere; the scan goes on until the optimum is interior."""
+    from segue.reproduce.rme_table import REG_GRID, widen_reg
+
+    seen: list[float] = []
+
+    def peak_at(p: float):
+        def score(v: float) -> float:
+            seen.append(v)
+            return -abs(math.log10(v) - math.log10(p))
+
+        return score
+
+    log: list[dict] = []
+    assert widen_reg(peak_at(100.0), 2, log) == 100.0
+    assert {50.0, 100.0, 500.0} <= set(seen) and 1000.0 not in seen
+    assert log[-1] == {"axis": "reg", "chosen": 100.0, "interior": True}
+    seen.clear()
+    assert widen_reg(peak_at(1.0), 2, []) == 1.0 and max(seen) == max(REG_GRID)  # interior already: no widening

@@ -333,6 +333,7 @@ SDMR_TRAIN_DEFAULTS: dict[str, Any] = {
     "monitor": "HR@10,NDCG@10",
 }
 
+
 @register
 class SDP(Recommender):
     """Signed Distance-based Perceptron (Eqs. 5.1-5.6); see the module docstring."""

@@ -161,5 +161,3 @@ def neighbourhood_lines(rows: list[dict[str, Any]]) -> list[str]:
                 out.append(f"- {ds}: {base} HR@10 {got[base]:.4f} is {verdict} the best proposed model "
                            f"({best}, {ours[best]:.4f})")  # fmt: skip
     return out
-
-

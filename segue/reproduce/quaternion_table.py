@@ -577,7 +577,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="first grid entry, 2 epochs, 20 s per model, 300 users")
     p.add_argument("--out", default="docs/results")
     p.add_argument("--data-dir", default=None, help="data folder (default: $SEGUE_DATA_DIR or ~/.cache/segue)")
-    p.add_argument("--cache", default=None, help="runs cache (JSON lines; default: under $SEGUE_CACHE or ~/.cache/segue)")
+    p.add_argument(
+        "--cache", default=None, help="runs cache (JSON lines; default: under $SEGUE_CACHE or ~/.cache/segue)"
+    )
     p.add_argument("--extra-runs", default=None, help="a runs cache (JSON lines) to copy into the JSON's investigation")
     p.add_argument("--resume", action="store_true", help="reuse finished runs from the cache")
     args = p.parse_args(argv)

@@ -524,9 +524,7 @@ def check_lines(spec: TableSpec, rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def write_table(
-    spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, command: str, quick: bool = False
-) -> Path:
+def write_table(spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, command: str, quick: bool = False) -> Path:
     """Write ``<out_dir>/<name>.json`` and ``.md``: ours vs the paper, the checks, caps, budget and notes link."""
     from segue.evaluation.report import write_results
 

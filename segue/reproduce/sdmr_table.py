@@ -601,7 +601,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="docs/results")
-    p.add_argument("--cache", default=None, help="runs cache (JSON lines; default: under $SEGUE_CACHE or ~/.cache/segue)")
+    p.add_argument(
+        "--cache", default=None, help="runs cache (JSON lines; default: under $SEGUE_CACHE or ~/.cache/segue)"
+    )
     p.add_argument("--resume", action="store_true", help="reuse finished runs from the cache")
     p.add_argument("--merge", action="store_true", help="keep the rows of an existing table not rerun")
     p.add_argument("--selection", default=None, help="take the ml-100k dev choices from this results JSON")
