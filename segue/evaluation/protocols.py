@@ -435,18 +435,42 @@ def _score_candidates(model: Recommender, evalset: EvalSet, sl: slice) -> tuple[
 
 
 @torch.no_grad()
+def authors_tie_ranks(pos: np.ndarray, neg: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """1-based ranks of the positives under the SDMR / NeuMF authors' evaluator (an explanation, never our result).
+
+    thanhdtran/SDMR evaluator.py ``eval_one_rating`` appends the test item **after** the sampled
+    negatives and ranks with ``np.argsort(-predictions)``, numpy's default unstable sort: how a tied
+    positive lands among its ties depends on numpy's sort (insertion sort below 17 candidates keeps
+    it last, i.e. pessimistic; the larger introsort / SIMD sorts may move it up, i.e. optimistic).
+    ``pos`` (n,), ``neg`` (n, C) scores; ``valid`` (n, C) False for padding negatives (dropped, as the
+    authors drop negatives unseen in training). Ours is always pessimistic (see :func:`evaluate`).
+    """
+    pos = np.asarray(pos, dtype=np.float64)
+    neg = np.asarray(neg, dtype=np.float64)
+    if neg.ndim != 2 or pos.shape != (neg.shape[0],):
+        raise DataError(f"authors_tie_ranks needs pos (n,) and neg (n, C), got {pos.shape} and {neg.shape}.")
+    ranks = np.empty(len(pos), dtype=np.int64)
+    for i in range(len(pos)):
+        kept = neg[i] if valid is None else neg[i][np.asarray(valid[i], dtype=bool)]
+        predictions = np.concatenate([kept, pos[i : i + 1]])
+        order = np.argsort(-predictions)  # numpy's default kind, as the authors' evaluator
+        ranks[i] = int(np.flatnonzero(order == len(kept))[0]) + 1
+    return ranks
+
+
 def tie_diagnostic(model: Recommender, evalset: EvalSet, *, k: int = 10, batch_size: int = 1024) -> dict[str, float]:
     """What pessimistic tie-breaking costs ``model`` on a sampled set with one positive per case.
 
     Returns the share of cases whose positive ties with at least one negative, the mean number
-    of tied negatives, and HR@k / NDCG@k had every tie been broken in the positive's favour
-    (optimistic ranks; :func:`evaluate` always uses pessimistic ones).
+    of tied negatives, HR@k / NDCG@k had every tie been broken in the positive's favour
+    (optimistic ranks; :func:`evaluate` always uses pessimistic ones), and HR@k / NDCG@k under the
+    authors' evaluator's tie rule (``_authors``, :func:`authors_tie_ranks`), an explanation column.
     """
     if evalset.candidates is None or evalset.n_pos is None or int(evalset.n_pos.max()) != 1:
         raise DataError("tie_diagnostic needs a sampled evaluation set with one positive per case.")
     was_training = model.training
     model.eval()
-    tied, n_tied, hr, ndcg = [], [], [], []
+    tied, n_tied, hr, ndcg, a_rank = [], [], [], [], []
     try:
         for start in range(0, len(evalset), batch_size):
             sl = slice(start, start + batch_size)
@@ -459,13 +483,17 @@ def tie_diagnostic(model: Recommender, evalset: EvalSet, *, k: int = 10, batch_s
             n_tied.append(ties.double())
             hr.append((rank <= k).double())
             ndcg.append(torch.where(rank <= k, 1 / torch.log2(rank.double() + 1), 0.0))
+            a_rank.append(authors_tie_ranks(pos[:, 0].numpy(), neg.numpy(), valid[:, 1:].numpy()))
     finally:
         model.train(was_training)
+    ar = np.concatenate(a_rank)
     return {
         "tied_share": float(torch.cat(tied).double().mean()),
         "mean_tied_negatives": float(torch.cat(n_tied).mean()),
         f"HR@{k}_optimistic": float(torch.cat(hr).mean()),
         f"NDCG@{k}_optimistic": float(torch.cat(ndcg).mean()),
+        f"HR@{k}_authors": float(np.mean(ar <= k)),
+        f"NDCG@{k}_authors": float(np.mean(np.where(ar <= k, 1 / np.log2(ar + 1.0), 0.0))),
     }
 
 

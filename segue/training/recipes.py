@@ -26,6 +26,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import scipy.sparse as sp
+
 from segue.errors import ConfigError, DataError
 from segue.training.adversarial import Adversary
 from segue.training.trainer import History, TrainConfig, Trainer
@@ -125,12 +128,23 @@ def adversarial_stage(
     return Trainer(stage, log=log).fit(model, train, valid, adversary=adversary, phase="adversarial")
 
 
+def valid_positives(valid: EvalSet, n_users: int, n_items: int) -> sp.csr_matrix:
+    """The dev set's positives as a binary (n_users + 1, n_items + 1) user x item matrix (id 0 = padding)."""
+    t = sp.csr_matrix(valid.targets)
+    rows = np.repeat(np.asarray(valid.users, dtype=np.int64), np.diff(t.indptr))
+    m = sp.csr_matrix((np.ones(len(rows)), (rows, t.indices)), shape=(n_users + 1, n_items + 1))
+    m.data[:] = 1.0
+    return m
+
+
 def _fit_closed_form(
     model: Recommender, train: Interactions, valid: EvalSet | None, config: TrainConfig | None, extras: dict[str, Any]
 ) -> History:
     if len(train) == 0:
         raise DataError("Cannot fit on an empty training set.")
     monitor = None if valid is None else dev_monitor(valid, config.eval_batch_size if config else 1024)
+    if valid is not None and getattr(model, "masks_valid_items", False) and "dislike_mask" not in extras:
+        extras = {**extras, "dislike_mask": valid_positives(valid, train.n_users, train.n_items)}
     t0 = time.perf_counter()
     out = model.fit(train, monitor, **extras)  # type: ignore[attr-defined]
     seconds = time.perf_counter() - t0
@@ -143,4 +157,4 @@ def _fit_closed_form(
     return history
 
 
-__all__ = ["adversarial_stage", "default_config", "dev_monitor", "fit"]
+__all__ = ["adversarial_stage", "default_config", "dev_monitor", "fit", "valid_positives"]
