@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from typing import Any
 
 from segue.errors import (
@@ -15,6 +13,7 @@ from segue.errors import (
     SegueError,
     UnknownIdError,
 )
+from segue.version import __version__
 
 
 def __getattr__(name: str) -> Any:

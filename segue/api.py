@@ -64,13 +64,13 @@ class Fitted:
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Copy the run directory to ``path`` (a segue run directory; ``overwrite`` replaces only one segue wrote)."""
-        from segue import dirs
+        from segue.dirs import check_target, new_sibling, swap_in
 
         target = Path(path).expanduser()
-        dirs.check_target(target, "run", overwrite=overwrite, sources=[self.run.path])
-        tmp = dirs.new_sibling(target)
+        check_target(target, "run", overwrite=overwrite, sources=[self.run.path])
+        tmp = new_sibling(target)
         shutil.copytree(self.run.path, tmp, dirs_exist_ok=True)  # new_sibling made the (empty) directory
-        dirs.swap_in(tmp, target, "run")
+        swap_in(tmp, target, "run")
         return target
 
     @property

@@ -683,7 +683,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             ds["ordering"] = ordering_checks(ds["rows"])
             datasets.append(ds)
-    import segue
+    from segue.version import __version__
 
     command = "python -m segue.reproduce.rme_table" + (" --quick" if args.quick else f" --repeats {repeats}")
     if args.datasets != "ml-100k,lastfm-2k":
@@ -714,7 +714,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": [row for ds in datasets for row in ds["rows"]],
         "datasets": datasets,
         "environment": {
-            "segue": segue.__version__,
+            "segue": __version__,
             "torch": torch.__version__,
             "numpy": np.__version__,
             "python": platform.python_version(),

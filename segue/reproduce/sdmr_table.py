@@ -580,7 +580,7 @@ def _tie_lines(result: dict[str, Any]) -> list[str]:
 
 def _version() -> str:
     try:
-        from segue import __version__
+        from segue.version import __version__
 
         return __version__
     except ImportError:  # pragma: no cover
