@@ -403,6 +403,8 @@ def test_http_bad_inputs(client: TestClient, toy: Interactions, exports: dict[st
         {"json": {"items": [item], "k": "ten"}},
         {"json": {"items": [item], "extra": 1}},
         {"json": {"items": [item] * 10_001}},
+        {"json": {"items": ["x" * 300]}},  # an id over 256 characters: 422, not 404
+        {"json": {"items": [item], "user": "u" * 300}},
         {},
     ]
     for kw in bad_bodies:
