@@ -503,8 +503,8 @@ def create_app(
         if not exclude_seen and not keyed:
             raise HTTPException(
                 403,
-                "exclude_seen=false would reveal what the user consumed in training; it is allowed only on a server "
-                f"started with an API key (--api-key or {API_KEY_ENV})",
+                "Asking for exclude_seen=false would reveal what the user consumed in training; it is allowed only on a "
+                f"server started with an API key (--api-key or {API_KEY_ENV})",
             )
 
     # plain `def` handlers: FastAPI runs them in its threadpool, so an expensive request does not block the loop
