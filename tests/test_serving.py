@@ -879,3 +879,43 @@ def test_worker_app_loads_the_export_with_the_settings(
     assert c.get(f"/recommend?user={toy.user_map.raw[0]}").status_code == 401
     items = [str(i) for i in toy.item_map.raw[:4]]
     assert c.post("/recommend", json={"items": items}, headers={"X-API-Key": "k"}).status_code == 422
+
+
+@pytest.mark.slow
+def test_workers_serve_from_several_processes(exports: dict[str, Path], toy: Interactions) -> None:
+    """`segue serve --workers 2` for real: two processes answer on one port, with the settings of the parent."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = ["serve", str(exports["mf-bpr"]), "--port", str(port), "--workers", "2", "--max-items", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from segue.cli import main; main()", *cmd],
+        env={**os.environ, "SEGUE_API_KEY": "k"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base, key = f"http://127.0.0.1:{port}", {"X-API-Key": "k"}
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        user, items = str(toy.user_map.raw[0]), [str(i) for i in toy.item_map.raw[:3]]
+        assert httpx.get(f"{base}/recommend", params={"user": user}).status_code == 401
+        with httpx.Client(base_url=base, headers=key) as h:  # fresh connections reach both workers
+            answers = {
+                h.get("/recommend", params={"user": user}, headers={"Connection": "close"}).text for _ in range(8)
+            }
+            assert len(answers) == 1 and "items" in answers.pop()
+            assert h.post("/recommend", json={"items": items}).status_code == 422  # --max-items 2 in the workers
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
