@@ -39,7 +39,7 @@ import os
 import re
 import socket
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Annotated, Any
 
 import anyio
@@ -89,7 +89,7 @@ _HOST_OK = "segue.host_ok"
 class ServerSettings:
     """The limits and safety options of the HTTP API (see the module docstring and docs/serving.md)."""
 
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in logs
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     docs: bool = False
     max_k: int = MAX_K
