@@ -218,6 +218,13 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for the split, candidates and training.")] = 0,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue an interrupted run from its last epoch checkpoint (.NAME.resume beside --out); "
+            "the result equals an uninterrupted run."
+        ),
+    ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")] = False,
     data_dir: DataDir = None,
     as_json: Json = False,
@@ -226,7 +233,7 @@ def train(
     from segue.data.datasets import get_dataset, load_dataset
     from segue.evaluation.protocols import get_protocol
     from segue.models.base import get_model_class
-    from segue.pipeline import load_config_file, run, train_config_for
+    from segue.pipeline import load_config_file, preflight, run, train_config_for
 
     # validate every option before loading data, so a typo fails at once
     model_cls = get_model_class(model)
@@ -245,8 +252,9 @@ def train(
     if no_progress or as_json:
         train_opts["progress"] = False
     cfg = train_config_for(model, train_opts)
-    data = load_dataset(dataset, data_dir, progress=not no_progress)
     out_dir = out_dir or Path("runs") / f"{model}-{dataset}-{protocol}-s{seed}"
+    preflight(out_dir, overwrite=overwrite)  # a run directory that cannot be written fails before any work
+    data = load_dataset(dataset, data_dir, progress=not no_progress)
     res = run(
         model,
         data,
@@ -257,6 +265,7 @@ def train(
         seed=seed,
         overwrite=overwrite,
         log=None if as_json else "default",
+        resume=resume,
     )
     result = {
         "model": model,

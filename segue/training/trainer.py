@@ -15,6 +15,8 @@ Callbacks own the bookkeeping, the same for every family:
 * :class:`TimeCap`: ``max_seconds`` is checked after every step; the step that hit it is logged
   and recorded in the history (``stopped_by``, ``stop_step``), so a cap overruns by less than a step.
 * progress bars and one log line per epoch.
+* :class:`~segue.training.resume.EpochCheckpoint` (opt-in, ``Trainer(checkpoint=...)``): after every epoch,
+  the model, optimizer, RNG, history and early-stopping states, so that a killed run resumes exactly.
 
 Staged training, closed-form models and the adversarial stage are run by :func:`segue.training.fit`.
 """
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from segue.data.interactions import Interactions
     from segue.evaluation.protocols import EvalSet
     from segue.training.adversarial import Adversary
+    from segue.training.resume import EpochCheckpoint
 
 
 @dataclass
@@ -243,10 +246,17 @@ class Trainer:
     """Fit a :class:`~segue.models.base.Recommender` by gradient steps on its declared loss (module docstring).
 
     ``log`` receives one line per epoch (default: printed through rich); pass ``log=None`` to silence it.
+    ``checkpoint`` writes a checkpoint after every epoch and, when asked to resume, continues from one.
     """
 
-    def __init__(self, config: TrainConfig | None = None, log: Callable[[str], None] | str | None = "default") -> None:
+    def __init__(
+        self,
+        config: TrainConfig | None = None,
+        log: Callable[[str], None] | str | None = "default",
+        checkpoint: EpochCheckpoint | None = None,
+    ) -> None:
         self.config = config or TrainConfig()
+        self.checkpoint = checkpoint
         if log == "default":
             from rich.console import Console
 
@@ -304,9 +314,18 @@ class Trainer:
             record0: dict[str, Any] = {"epoch": 0, "valid": stopper.evaluate(model)}
             stopper.update(model, record0["valid"], 0, history)
             history.epochs.append(record0 | ({"phase": phase} if phase else {}))
+        start, step, ckpt, key, resumed = 1, 0, self.checkpoint, None, None
+        if ckpt is not None:
+            key = ckpt.key(model, train, cfg, phase)
+            resumed = ckpt.restore(model, opt, rng, stopper, key)
+            if resumed is not None:  # an interrupted run that had already stopped goes straight to the end
+                history, step = resumed.history, resumed.step
+                start = resumed.epoch + 1 if resumed.history.stopped_by is None else cfg.epochs + 1
         cap = TimeCap(cfg.max_seconds)
-        n_rows, step = batches.n_rows, 0
-        for epoch in range(1, cfg.epochs + 1):
+        if resumed is not None:
+            cap.t0 -= resumed.seconds
+        n_rows = batches.n_rows
+        for epoch in range(start, cfg.epochs + 1):
             t0 = time.perf_counter()
             model.train()
             total, seen = 0.0, 0
@@ -353,6 +372,9 @@ class Trainer:
             history.epochs.append(record)
             if self.log is not None:
                 self.log(_format(record, cfg.epochs, improved, model.name if phase is None else phase))
+            if ckpt is not None:
+                stop = "time_cap" if capped else ("patience" if stopper is not None and stopper.exhausted else None)
+                ckpt.save(epoch, step, cap.spent(), model, opt, rng, history, stopper, key, stopped_by=stop)  # type: ignore[arg-type]
             if capped:
                 if self.log is not None:
                     self.log(f"{model.name}: time cap of {cfg.max_seconds:g} s hit at step {step} (epoch {epoch})")
