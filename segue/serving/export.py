@@ -379,26 +379,27 @@ class ServingModel:
             if key not in files:
                 raise ExportError(f"{meta_file} lists no {key} file.")
         n_users, n_items = meta["n_users"], meta["n_items"]
+        from segue.training.checkpoint import build_from_config, load_weights, read_config, read_id_maps
+
+        config = None
+        if "config" in files:  # provenance, and the model's description when it answers queries
+            config = read_config(files["config"], ExportError)
+            if (config["model"], config["n_users"], config["n_items"]) != (meta["model"], n_users, n_items):
+                raise ExportError(f"{files['config']} describes another model or size than {meta_file}.")
         set_threads(threads)
         model = None
         if meta["model_at_query_time"]:
             import torch
 
-            from segue.training.checkpoint import build_from_config, load_weights, read_config
-
-            if "weights" not in files or "config" not in files:
+            if "weights" not in files or config is None:
                 raise ExportError(f"{meta_file} says the model answers queries but lists no weights or config file.")
             if threads is not None:
                 torch.set_num_threads(threads)
-            config = read_config(files["config"], ExportError)
-            if (config["model"], config["n_users"], config["n_items"]) != (meta["model"], n_users, n_items):
-                raise ExportError(f"{files['config']} describes another model or size than {meta_file}.")
             model = build_from_config(config, files["config"], ExportError)
             load_weights(model, files["weights"], "cpu", ExportError)
             model.eval()
-        from segue.training.checkpoint import read_id_maps
 
-        user_map, item_map = read_id_maps(files["id_maps"], n_users, n_items, ExportError)
+        user_map, item_map = read_id_maps(files["id_maps"], n_users, n_items, ExportError, "metadata.json")
         seen = load_csr(files["seen"], n_users + 1, n_items + 1, error=ExportError)
         index = None
         if "index" in files:

@@ -225,7 +225,9 @@ def read_config(path: Path, error: type[RunDirError] = RunDirError) -> dict[str,
     return config
 
 
-def read_id_maps(path: Path, n_users: int, n_items: int, error: type[RunDirError] = RunDirError) -> tuple[IdMap, IdMap]:
+def read_id_maps(
+    path: Path, n_users: int, n_items: int, error: type[RunDirError] = RunDirError, source: str = "config.json"
+) -> tuple[IdMap, IdMap]:
     """The user and item id maps of ``id_maps.parquet``, checked against the directory's sizes."""
     try:
         maps = pd.read_parquet(path)
@@ -234,8 +236,8 @@ def read_id_maps(path: Path, n_users: int, n_items: int, error: type[RunDirError
         raise error(f"{path} is unreadable or damaged ({first_line(e)}).") from e
     if len(user_map) != n_users or len(item_map) != n_items:
         raise error(
-            f"{path} has {len(user_map)} users and {len(item_map)} items but the directory's sizes are "
-            f"{n_users} and {n_items}."
+            f"{path} has {len(user_map)} users and {len(item_map)} items but {source} in the same directory "
+            f"says {n_users} and {n_items}."
         )
     return user_map, item_map
 
