@@ -31,6 +31,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -483,7 +484,8 @@ def kill_at_every_stage(kind: str, work: Path) -> list[Outcome]:
                 got = json.loads((t / "metadata.json").read_text())["export_seconds"]
                 ok = got == old or got >= 0  # the old export or the new one, whole (it loaded)
             ok = ok and not leftovers
-            out.append(Outcome(f"{kind} overwrite, killed at stage {i}", ok, "survived" if ok else "lost", str(got)))
+            which = f"the next write finds the {'old' if got == old else 'new'} {kind}, whole"
+            out.append(Outcome(f"{kind} overwrite, killed at stage {i}", ok, "survived" if ok else "lost", which))
         except Exception as e:
             out.append(Outcome(f"{kind} overwrite, killed at stage {i}", False, "lost", f"{type(e).__name__}: {e}"))
     return out
@@ -671,13 +673,25 @@ def _workdir(root: Path | None) -> Iterator[Path]:
         yield Path(d)
 
 
-def table(title: str, outcomes: list[Outcome], good: str) -> str:
+def table(title: str, outcomes: list[Outcome], good: str, *, group: bool = False) -> str:
+    """A Markdown summary: the count, per group (the text before ``:``) when asked, then every case."""
     n_ok = sum(o.clean for o in outcomes)
-    lines = [f"**{title}: {n_ok} of {len(outcomes)} {good}.**", "", "| case | outcome | message |", "|---|---|---|"]
+    lines = [f"**{title}: {n_ok} of {len(outcomes)} {good}.**", ""]
+    if group:
+        groups: dict[str, list[Outcome]] = {}
+        for o in outcomes:
+            groups.setdefault(o.case.split(":")[0], []).append(o)
+        lines += ["| file | tried | clean |", "|---|---|---|"]
+        lines += [f"| {g} | {len(os_)} | {sum(o.clean for o in os_)} |" for g, os_ in groups.items()]
+        lines += ["", "<details><summary>every case and its message</summary>", ""]
+    lines += ["| case | outcome | message |", "|---|---|---|"]
     for o in outcomes:
         mark = "ok" if o.clean else "**NOT OK**"
-        msg = o.message.replace("|", "\\|").replace("\n", " ")[:160]
+        msg = re.sub(r"\S*segue-reliability-[^/\s]+/", "", o.message)  # the temporary directory
+        msg = msg.replace("|", "\\|").replace("\n", " ")[:180]
         lines.append(f"| {o.case} | {mark} ({o.result}) | {msg} |")
+    if group:
+        lines += ["", "</details>"]
     return "\n".join(lines)
 
 
@@ -708,11 +722,11 @@ def main(argv: list[str] | None = None) -> int:
     fl = faults()
     t2 = time.perf_counter()
     sections = {
-        "Bad input": "Each file of a run directory (MF and Caser) and of an export (user vectors + index, and a "
+        "Bad input": "Each file of a run directory (MF and SASRec) and of an export (user vectors + index, and a "
         "model answering queries) damaged in each way that applies, then loaded and used (evaluate, "
         "recommend for every user); and malformed interaction files. Clean: one sentence naming the file "
         "(an optional file: a warning naming it, and the run still works).\n\n"
-        f"Command: `{COMMAND}` ({t1 - t0:.0f} s).\n\n" + table("Bad inputs", bad, "clean errors"),
+        f"Command: `{COMMAND}` ({t1 - t0:.0f} s).\n\n" + table("Bad inputs", bad, "clean errors", group=True),
         "Faults": "Faults injected while segue writes: a kill at every rename or delete of an overwrite (the "
         "directory is copied as it was at that instant; the next write cleans up), read-only and full disks, "
         "a disk that fills mid-write, kills during training followed by resume. Survived: one sentence, and "
