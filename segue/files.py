@@ -136,22 +136,24 @@ def check_ids(
 def load_csr(
     path: Path, n_rows: int, n_cols: int, what: str = "item ids", *, error: type[RunDirError] = RunDirError
 ) -> sp.csr_matrix:
-    """A 0/1 CSR matrix saved as ``indptr``, ``indices``, ``shape``, checked to be ``(n_rows, n_cols)``."""
+    """A 0/1 CSR matrix saved as ``indptr``, ``indices``, ``shape``: ``n_cols`` columns and at least ``n_rows``
+    rows (a playlist model's rows are its playlists, which may outnumber its users)."""
     z = load_arrays(path, ("indptr", "indices", "shape"), error=error)
     shape, indptr, indices = z["shape"], z["indptr"], z["indices"]
     if shape.shape != (2,) or not np.issubdtype(shape.dtype, np.integer):
         raise error(f"{path} has a malformed shape entry {shape.tolist()!r}.")
-    if tuple(int(x) for x in shape) != (n_rows, n_cols):
-        raise error(f"{path} has shape {tuple(int(x) for x in shape)}; the directory's sizes imply {(n_rows, n_cols)}.")
-    if indptr.ndim != 1 or indices.ndim != 1 or len(indptr) != n_rows + 1:
-        raise error(f"{path} is not a valid sparse matrix: indptr has {indptr.shape}, expected ({n_rows + 1},).")
+    rows, cols = (int(x) for x in shape)
+    if cols != n_cols or rows < n_rows:
+        raise error(f"{path} has shape {(rows, cols)}; the directory's sizes imply ({n_rows}, {n_cols}).")
+    if indptr.ndim != 1 or indices.ndim != 1 or len(indptr) != rows + 1:
+        raise error(f"{path} is not a valid sparse matrix: indptr has {indptr.shape}, expected ({rows + 1},).")
     indptr = check_ids(indptr, path, "row offsets", 0, len(indices), error=error)
     if indptr[0] != 0 or indptr[-1] != len(indices) or (np.diff(indptr) < 0).any():
         raise error(
             f"{path} is not a valid sparse matrix: its row offsets are not increasing from 0 to {len(indices)}."
         )
     indices = check_ids(indices, path, what, 0, n_cols - 1, error=error)
-    return sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(n_rows, n_cols))
+    return sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(rows, cols))
 
 
 def all_finite(arr: np.ndarray, rows: int = 1 << 16) -> bool:

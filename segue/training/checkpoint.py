@@ -236,8 +236,8 @@ def read_id_maps(
         raise error(f"{path} is unreadable or damaged ({first_line(e)}).") from e
     if len(user_map) != n_users or len(item_map) != n_items:
         raise error(
-            f"{path} has {len(user_map)} users and {len(item_map)} items but {source} in the same directory "
-            f"says {n_users} and {n_items}."
+            f"{path.parent} is inconsistent: {path.name} has {len(user_map)} users and {len(item_map)} items "
+            f"but {source} says {n_users} and {n_items}."
         )
     return user_map, item_map
 
@@ -260,7 +260,7 @@ def load_weights(model: Recommender, path: Path, device: str = "cpu", error: typ
     try:
         state = load_file(str(path), device=device)
     except Exception as e:  # SafetensorError, OSError, header errors: the file is damaged
-        raise error(f"{path} is unreadable or damaged ({first_line(e)}).") from e
+        raise error(f"{path} is corrupt ({first_line(e)}).") from e
     expected = model.state_dict()
     for name, t in state.items():
         want = expected.get(name)
@@ -271,7 +271,9 @@ def load_weights(model: Recommender, path: Path, device: str = "cpu", error: typ
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise error(f"{path} does not match model {model.name!r} ({first_line(e)}).") from e
+        lines = [x.strip() for x in str(e).splitlines() if x.strip() and not x.startswith("Error(s) in loading")]
+        detail = (lines[0] if lines else first_line(e)).rstrip(".")[:200]
+        raise error(f"The weights in {path} do not match model {model.name!r} ({detail}).") from e
 
 
 def _check_metrics(m: Any) -> str | None:

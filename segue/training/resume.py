@@ -45,7 +45,6 @@ from segue.files import first_line, read_json
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
     from segue.models.base import Recommender
-    from segue.training.trainer import BestState, History, TrainConfig
 
 FORMAT = 1
 #: training options that may differ between the interrupted run and its resumption
@@ -54,12 +53,13 @@ FREE_OPTIONS = ("epochs", "patience", "max_seconds", "progress", "device", "thre
 
 @dataclass
 class Resumed:
-    """Where a resumed run continues: the last finished epoch, the step count, the seconds spent."""
+    """Where a resumed run continues: the last finished epoch, the step count, the seconds spent, and the
+    history so far (as ``History.to_dict`` wrote it)."""
 
     epoch: int
     step: int
     seconds: float
-    history: History
+    history: dict[str, Any]
 
 
 class EpochCheckpoint:
@@ -79,7 +79,7 @@ class EpochCheckpoint:
 
     # -- key ------------------------------------------------------------------------------
     @staticmethod
-    def key(model: Recommender, train: Interactions, cfg: TrainConfig, phase: str | None) -> dict[str, Any]:
+    def key(model: Recommender, train: Interactions, cfg: Any, phase: str | None) -> dict[str, Any]:
         """What must be the same for a checkpoint to continue this run."""
         crc = zlib.crc32(np.ascontiguousarray(train.users).tobytes())
         crc = zlib.crc32(np.ascontiguousarray(train.items).tobytes(), crc)
@@ -99,13 +99,11 @@ class EpochCheckpoint:
         model: Recommender,
         opt: torch.optim.Optimizer,
         rng: np.random.Generator,
-        stopper: BestState | None,
+        stopper: Any,
         key: dict[str, Any],
     ) -> Resumed | None:
         """Load the checkpoint into the run's objects; ``None`` when starting afresh."""
         from safetensors.torch import load_file
-
-        from segue.training.trainer import History
 
         meta_file = self.directory / "checkpoint.json"
         if not self.resume:
@@ -145,8 +143,9 @@ class EpochCheckpoint:
                 cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
                 if len(cuda) == torch.cuda.device_count():
                     torch.cuda.set_rng_state_all(cuda)
-            history = History(**meta["history"])
-            resumed = Resumed(int(meta["epoch"]), int(meta["step"]), float(meta["seconds"]), history)
+            if not isinstance(meta["history"], dict):
+                raise TypeError("the history is not an object")
+            resumed = Resumed(int(meta["epoch"]), int(meta["step"]), float(meta["seconds"]), meta["history"])
         except (RunDirError, ConfigError):
             raise
         except Exception as e:  # a damaged or truncated checkpoint, whatever the error
@@ -166,8 +165,8 @@ class EpochCheckpoint:
         model: Recommender,
         opt: torch.optim.Optimizer,
         rng: np.random.Generator,
-        history: History,
-        stopper: BestState | None,
+        history: Any,
+        stopper: Any,
         key: dict[str, Any],
         *,
         stopped_by: str | None = None,
@@ -192,8 +191,8 @@ class EpochCheckpoint:
         model: Recommender,
         opt: torch.optim.Optimizer,
         rng: np.random.Generator,
-        history: History,
-        stopper: BestState | None,
+        history: Any,
+        stopper: Any,
         key: dict[str, Any],
         stopped_by: str | None,
     ) -> None:

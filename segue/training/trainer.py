@@ -319,8 +319,8 @@ class Trainer:
             key = ckpt.key(model, train, cfg, phase)
             resumed = ckpt.restore(model, opt, rng, stopper, key)
             if resumed is not None:  # an interrupted run that had already stopped goes straight to the end
-                history, step = resumed.history, resumed.step
-                start = resumed.epoch + 1 if resumed.history.stopped_by is None else cfg.epochs + 1
+                history, step = History(**_known(resumed.history, History)), resumed.step
+                start = resumed.epoch + 1 if history.stopped_by is None else cfg.epochs + 1
         cap = TimeCap(cfg.max_seconds)
         if resumed is not None:
             cap.t0 -= resumed.seconds
@@ -395,6 +395,10 @@ class Trainer:
         model.fitted = True
         model.eval()
         return history
+
+
+def _known(values: dict[str, Any], cls: type) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
 
 
 def batch_loss(model: Recommender, batch: Any, spec: LossSpec, adversary: Adversary | None = None) -> torch.Tensor:
