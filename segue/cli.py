@@ -259,6 +259,13 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for the split, candidates and training.")] = 0,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue an interrupted run from its last epoch checkpoint (.NAME.resume beside --out); "
+            "the result equals an uninterrupted run."
+        ),
+    ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")] = False,
     dev: Annotated[
         str,
@@ -275,9 +282,10 @@ def train(
     """Train MODEL on DATASET (a name or a data file) under a protocol, evaluate on test, and write a run directory."""
     from segue.data.datasets import get_dataset
     from segue.data.files import DEFAULT_PROTOCOLS, detect_format, looks_like_path, open_dataset, parse_columns
+    from segue.data.files import _stem as file_label
     from segue.evaluation.protocols import get_protocol
     from segue.models.base import get_model_class
-    from segue.pipeline import load_config_file, run, train_config_for
+    from segue.pipeline import load_config_file, preflight, run, train_config_for
 
     # validate every option before loading data, so a typo fails at once
     model_cls = get_model_class(model)
@@ -304,13 +312,16 @@ def train(
     if no_progress or as_json:
         train_opts["progress"] = False
     cfg = train_config_for(model, train_opts)
+    path = Path(dataset).expanduser()
+    label = file_label(path) if path.is_file() else dataset
+    if out_dir is None:
+        out_dir = Path("runs") / f"{model}-{label}-{protocol}-s{seed}"
+    preflight(out_dir, overwrite=overwrite)  # a run directory that cannot be written fails before any work
     source = open_dataset(dataset, data_dir, format=format_, columns=col_map, progress=not no_progress)
     data = source.data
     if proto is None:
         protocol = source.default_protocol
         proto = get_protocol(protocol, seed=seed, n_negatives=negatives, dev=dev)
-    label = data.name if source.path is not None else dataset
-    out_dir = out_dir or Path("runs") / f"{model}-{label}-{protocol}-s{seed}"
     res = run(
         model,
         data,
@@ -321,6 +332,7 @@ def train(
         seed=seed,
         overwrite=overwrite,
         log=None if as_json else "default",
+        resume=resume,
     )
     result = {
         "model": model,

@@ -37,3 +37,7 @@ class RunDirError(SegueError):
 
 class NotFittedError(SegueError, RuntimeError):
     """A model used before it was fitted or loaded."""
+
+
+class WriteError(RunDirError):
+    """A run or export directory that could not be written (a read-only or full disk)."""

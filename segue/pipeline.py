@@ -8,6 +8,7 @@ ignorant of the others.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 import tomllib
 from dataclasses import dataclass
@@ -19,11 +20,13 @@ import numpy as np
 from segue.data.interactions import IdMap, Interactions
 from segue.data.preprocess import dedup
 from segue.data.sequences import last_items
-from segue.errors import ConfigError
+from segue.dirs import RESUME_SUFFIX, check_target, check_writable
+from segue.errors import ConfigError, RunDirError, WriteError
 from segue.evaluation.protocols import EvalSet, Protocol, evaluate, get_protocol
 from segue.models.base import Recommender, build_model
 from segue.training import fit
 from segue.training.checkpoint import save_run
+from segue.training.resume import EpochCheckpoint
 from segue.training.trainer import History, TrainConfig, seed_everything
 
 
@@ -103,12 +106,18 @@ def run(
     overwrite: bool = False,
     log: Any = "default",
     prepared: tuple[Any, EvalSet | None, EvalSet] | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """Train ``model`` on ``data`` under ``protocol`` and (optionally) write a run directory.
 
     ``model`` is a registry name (built with ``model_options``) or a model already built for
     the split, e.g. an SDMR over trained parts. ``prepared`` (split, valid, test) lets several
     models share one split and its fixed candidates, as the reproduction tables require.
+
+    With ``out``, the target is checked before training (:func:`preflight`), every epoch is
+    checkpointed in ``.NAME.resume`` beside it (removed once the run is written), and ``resume=True``
+    continues from that checkpoint (segue/training/resume.py). If the run directory cannot be written
+    after training, the run is written to a temporary directory instead and the error says where.
     """
     proto = protocol if isinstance(protocol, Protocol) else get_protocol(protocol, seed=seed)
     if prepared is None:
@@ -133,8 +142,14 @@ def run(
     if s:
         valid = None if valid is None else valid.with_history(split.train, s)
         test = test.with_history(split.train, s)
+    checkpoint = None
+    if out is not None:
+        preflight(out, overwrite=overwrite, model=model, n_rows=len(split.train))
+        checkpoint = EpochCheckpoint(resume_dir(out), resume=resume, log=_logger(log))
+    elif resume:
+        raise ConfigError("resume needs the run directory (out) whose epoch checkpoint to continue.")
     t0 = time.perf_counter()
-    history = fit(model, split.train, valid, cfg, log=log)
+    history = fit(model, split.train, valid, cfg, log=log, **({"checkpoint": checkpoint} if checkpoint else {}))
     seconds = time.perf_counter() - t0
     ks = tuple(sorted(set(proto.ks) | {10}))
     metrics = evaluate(model, test, ks=ks, metrics=proto.metrics, recall_denominator=proto.recall_denominator)
@@ -151,8 +166,9 @@ def run(
         if s:  # what `segue recommend` feeds a sequential model: each user's latest training items
             recent = np.zeros((split.train.n_users + 1, s), dtype=np.int64)
             recent[1:] = last_items(split.train, np.arange(1, split.train.n_users + 1), s)
-        run_dir = save_run(
-            out,
+        run_dir = _save_or_rescue(
+            Path(out),
+            checkpoint,
             model,
             user_map=split.train.user_map,
             item_map=split.train.item_map,
@@ -174,3 +190,52 @@ def run(
             recent=recent,
         )
     return RunResult(model, metrics, valid_metrics, history, seconds, run_dir, proto, test)
+
+
+def resume_dir(out: str | Path) -> Path:
+    """Where the epoch checkpoint of the run directory ``out`` is kept: the hidden sibling ``.NAME.resume``."""
+    out = Path(out)
+    return out.parent / f".{out.name}{RESUME_SUFFIX}"
+
+
+def preflight(out: str | Path, *, overwrite: bool = False, model: Recommender | None = None, n_rows: int = 0) -> None:
+    """Fail before any work, in one sentence, when the run directory ``out`` could not be written: it may not be
+    replaced, its parent cannot be created or written, or the disk lacks room for an estimate of the run
+    (with ``model``: parameter bytes x 10 for the run and its epoch checkpoints, plus 64 bytes per training row)."""
+    check_target(Path(out), "run", overwrite=overwrite)
+    need = 0
+    if model is not None:
+        params = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        need = 10 * params + 64 * n_rows
+    check_writable(Path(out), need)
+
+
+def _save_or_rescue(out: Path, checkpoint: EpochCheckpoint | None, model: Recommender, **kwargs: Any) -> Path:
+    """``save_run``; if the run directory cannot be written, the run goes to a temporary directory instead."""
+    try:
+        run_dir = save_run(out, model, **kwargs)
+    except (WriteError, RunDirError) as e:
+        reason = str(e).rstrip(".")
+        try:
+            rescue = Path(tempfile.mkdtemp(prefix=f"segue-{out.name}-")) / out.name
+            save_run(rescue, model, **{**kwargs, "overwrite": False})
+        except (OSError, RunDirError) as e2:
+            kept = f"; the epoch checkpoint in {checkpoint.directory} still holds it" if checkpoint else ""
+            raise WriteError(
+                f"{reason}, and the trained model could not be saved elsewhere either ({str(e2).rstrip('.')}){kept}."
+            ) from e
+        if checkpoint is not None:
+            checkpoint.discard()
+        raise WriteError(f"{reason}; the trained run was saved to {rescue} instead (move it into place).") from e
+    if checkpoint is not None:
+        checkpoint.discard()
+    return run_dir
+
+
+def _logger(log: Any) -> Any:
+    if log == "default":
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        return lambda line: console.print(line, highlight=False)
+    return log

@@ -185,7 +185,10 @@ def _read_rows(data: bytes, label: str, names: Sequence[str], sep: str = ",", sk
             read_options=pcsv.ReadOptions(column_names=list(names), skip_rows=skip),
             parse_options=pcsv.ParseOptions(delimiter=sep, quote_char=False),
             convert_options=pcsv.ConvertOptions(
-                column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True
+                # only an empty field is missing: "nan", "NA" or "null" stay text, reported as such by _to_int
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=True,
+                null_values=[""],
             ),
         )
     except pa.ArrowInvalid as e:
@@ -224,8 +227,19 @@ def _to_int(col: pa.Array | Sequence[str], label: str, what: str, skip: int = 0)
         return pc.cast(pc.utf8_trim_whitespace(arr), pa.int64()).to_numpy()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
         ok = pc.match_substring_regex(pc.utf8_trim_whitespace(arr), r"^[+-]?\d+$")
-        bad = _first(pc.invert(pc.fill_null(ok, False)))
-        raise DataError(f"{label}: the {what} on line {bad + 1 + skip} is {arr[bad].as_py()!r}, not an integer.") from e
+        bad_mask = pc.invert(pc.fill_null(ok, False)).to_numpy(zero_copy_only=False)
+        if bad_mask.any():
+            bad = _first(bad_mask)
+            raise DataError(
+                f"{label}: the {what} on line {bad + 1 + skip} is {arr[bad].as_py()!r}, not an integer."
+            ) from e
+        # all digits, so one is too large for a 64-bit integer
+        trimmed = pc.utf8_trim_whitespace(arr)
+        long_ = np.flatnonzero(pc.utf8_length(trimmed).to_numpy(zero_copy_only=False) >= 19)
+        bad = next((int(i) for i in long_ if not -(2**63) <= int(trimmed[int(i)].as_py()) < 2**63), 0)
+        raise DataError(
+            f"{label}: the {what} on line {bad + 1 + skip} ({arr[bad].as_py()[:40]!r}) is too large for a 64-bit integer."
+        ) from e
 
 
 def _to_float(col: pa.Array, label: str, what: str, skip: int = 0) -> np.ndarray:

@@ -167,8 +167,9 @@ class EvalSet:
                     context=Context(**ctx) if ctx else None,
                     meta=json.loads(str(z["meta"])),
                 )
-        except (OSError, KeyError, ValueError) as e:
-            raise DataError(f"Evaluation set {path} is unreadable or incomplete ({e}).") from e
+        except Exception as e:  # zip, zlib, JSON, shape or key errors: the file is damaged, whatever the kind
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise DataError(f"Evaluation set {path} is unreadable or incomplete ({first}).") from e
 
 
 def _cases(part: Interactions, train: Interactions, require_history: bool) -> tuple[np.ndarray, sp.csr_matrix]:

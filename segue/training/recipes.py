@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from segue.data.interactions import Interactions
     from segue.evaluation.protocols import EvalSet
     from segue.models.base import Recommender
+    from segue.training.resume import EpochCheckpoint
 
 
 def default_config(model: Recommender) -> TrainConfig:
@@ -63,24 +64,36 @@ def fit(
     *,
     log: Callable[[str], None] | str | None = "default",
     pretrained: bool = False,
+    checkpoint: EpochCheckpoint | None = None,
     **extras: Any,
 ) -> History:
     """Train ``model`` on ``train`` (early stopping on ``valid``); see the module docstring.
 
     ``pretrained=True`` skips the plain stage of an adversarial model (its BPR checkpoint is
     already loaded). ``extras`` go to closed-form and audio models (e.g. ``mels=``, ``dislikes=``).
+    ``checkpoint`` (segue/training/resume.py) checkpoints every epoch of a single-stage gradient-trained
+    model and resumes one; other families train without it and refuse to resume.
     """
+    from segue.training.resume import check_resumable
+
     if model.batch_kind == "clips":
         from segue.training.audio import fit_clips
 
+        check_resumable(model, checkpoint, "trains in the audio family loop, which keeps no epoch checkpoints")
         return fit_clips(model, train, valid, config, log=log, **extras)
     if not model.trainable:
+        check_resumable(model, checkpoint, "is fitted in closed form, without epochs to resume")
         return _fit_closed_form(model, train, valid, config, extras)
     if extras:
         raise ConfigError(f"{model.name} takes no extra fit arguments, got {', '.join(sorted(extras))}.")
     cfg = config or default_config(model)
     stages: dict[str, Any] = {}
     parts = model.parts()
+    if parts or model.adversarial or pretrained:
+        check_resumable(
+            model, checkpoint, "trains in stages (parts or an adversarial stage), which are not checkpointed"
+        )
+        checkpoint = None
     for name, part in parts.items():
         stages[name] = fit(part, train, valid, cfg, log=log).to_dict()
     model.assemble(train, parts, seed=cfg.seed, context=cfg.context)
@@ -89,7 +102,7 @@ def fit(
         history = History(epochs=[], stopped_by="parts only")
     elif not (pretrained and model.adversarial):
         own = dataclasses.replace(cfg, **model.final_stage_options())
-        history = Trainer(own, log=log).fit(model, train, valid)
+        history = Trainer(own, log=log, checkpoint=checkpoint).fit(model, train, valid)
     if model.adversarial:
         if history is not None:
             stages["plain"] = history.to_dict()
