@@ -429,7 +429,7 @@ def test_pipeline_recovers_planted_tp1_effects(synth):
 def test_tp4_creator_activity_and_ablation(synth):
     data, cl = synth
     ft = build_features(data, "TP4", cl, None)
-    cfg = EvalConfig(n_folds=3, paper_mode=True, boruta=BorutaConfig(max_iter=12, n_estimators=60))
+    cfg = EvalConfig(n_folds=3, paper_mode=True, boruta=BorutaConfig(max_iter=8, n_estimators=40))
     r = evaluate_classification(ft, data, cfg)
     assert set(r.ablation) == {"linguistic", "semantic", "backer", "creator"}
     top = set(r.importance["feature"][:8])
@@ -497,7 +497,7 @@ def test_cli_generate_train_predict_and_errors(tmp_path):
     run = CliRunner().invoke
     r = run(app, ["delivery", "generate", str(tmp_path / "d"), "--n-projects", "150", "--seed", "1", "--format", "csv"])
     assert r.exit_code == 0 and "SYNTHETIC" in r.output
-    opts = ["--word-k", "3:6", "--reward-k", "1:6", "--lexicon", "none"]
+    opts = ["--word-k", "3:4", "--reward-k", "1:4", "--n-init", "1", "--lexicon", "none"]
     r = run(
         app,
         ["delivery", "features", str(tmp_path / "d"), "-t", "TP2", "--json", "--out", str(tmp_path / "f.csv"), *opts],

@@ -31,6 +31,7 @@ LexiconOpt = Annotated[
 WordK = Annotated[str, typer.Option("--word-k", help="K1 range LOW:HIGH for the word clusters (Eq. 3.1).")]
 RewardK = Annotated[str, typer.Option("--reward-k", help="K range LOW:HIGH for the semantic reward clusters.")]
 MinCount = Annotated[int, typer.Option("--min-count", help="word2vec vocabulary minimum count.")]
+NInit = Annotated[int, typer.Option("--n-init", help="k-means restarts per K (the spec's choice: 10).")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
@@ -47,12 +48,14 @@ def _range(s: str, name: str) -> tuple[int, int]:
     return lo, hi
 
 
-def _prepare(data_dir: Path, word_k: str, reward_k: str, min_count: int):
+def _prepare(data_dir: Path, word_k: str, reward_k: str, min_count: int, n_init: int = 10):
     from segue.delivery.clusters import ClusterConfig, SemanticRewardClusters
     from segue.delivery.schema import load_data
 
     data = load_data(data_dir)
-    cfg = ClusterConfig(word_k=_range(word_k, "--word-k"), reward_k=_range(reward_k, "--reward-k"), min_count=min_count)
+    cfg = ClusterConfig(
+        word_k=_range(word_k, "--word-k"), reward_k=_range(reward_k, "--reward-k"), min_count=min_count, n_init=n_init
+    )
     clusters = SemanticRewardClusters.fit(list(data.rewards["description"]), config=cfg)
     return data, clusters
 
@@ -90,14 +93,16 @@ def features_cmd(
     word_k: WordK = "1:100",
     reward_k: RewardK = "1:100",
     min_count: MinCount = 5,
+    n_init: NInit = 10,
     as_json: Json = False,
 ) -> None:
     """Compute the Table 3.1 features of every project at a time point."""
     try:
-        from segue.delivery.features import build_features
+        from segue.delivery.features import TimePoint, build_features
         from segue.delivery.lexicon import get_lexicon
 
-        data, clusters = _prepare(data_dir, word_k, reward_k, min_count)
+        time_point = TimePoint.parse(time_point).value  # fail on a bad option before the slow work
+        data, clusters = _prepare(data_dir, word_k, reward_k, min_count, n_init)
         _banner(data)
         ft = build_features(data, time_point, clusters, get_lexicon(lexicon))
         if out is not None:
@@ -142,11 +147,12 @@ def evaluate_cmd(
     word_k: WordK = "1:100",
     reward_k: RewardK = "1:100",
     min_count: MinCount = 5,
+    n_init: NInit = 10,
     as_json: Json = False,
 ) -> None:
     """Cross-validate the Table 3.3 classifiers (3.4 ablation at TP4) and Table 3.5 regressors at a time point."""
     try:
-        from segue.delivery.features import build_features
+        from segue.delivery.features import TimePoint, build_features
         from segue.delivery.lexicon import get_lexicon
         from segue.delivery.models import EvalConfig, evaluate_classification, evaluate_regression
         from segue.delivery.selection import BorutaConfig
@@ -154,7 +160,8 @@ def evaluate_cmd(
         if task not in ("classification", "regression", "both"):
             raise ConfigError(f"--task must be classification, regression or both, not {task!r}.")
         cfg = EvalConfig(n_folds=folds, paper_mode=paper_mode, tune=tune, boruta=BorutaConfig(max_iter=boruta_iter))
-        data, clusters = _prepare(data_dir, word_k, reward_k, min_count)
+        time_point = TimePoint.parse(time_point).value  # fail on a bad option before the slow work
+        data, clusters = _prepare(data_dir, word_k, reward_k, min_count, n_init)
         _banner(data)
         ft = build_features(data, time_point, clusters, get_lexicon(lexicon))
         res: dict = {"synthetic": data.synthetic}
@@ -190,15 +197,18 @@ def train_cmd(
     word_k: WordK = "1:100",
     reward_k: RewardK = "1:100",
     min_count: MinCount = 5,
+    n_init: NInit = 10,
 ) -> None:
     """Train the classifier and duration regressor on all labelled projects; save them (no pickles)."""
     try:
+        from segue.delivery.features import TimePoint
         from segue.delivery.models import EvalConfig, train
         from segue.delivery.selection import BorutaConfig
 
         if out.exists() and any(out.iterdir()) and not (out / "model.json").is_file():
             raise ConfigError(f"{out} exists and is not a delivery model directory; choose another --out.")
-        data, clusters = _prepare(data_dir, word_k, reward_k, min_count)
+        time_point = TimePoint.parse(time_point).value  # fail on a bad option before the slow work
+        data, clusters = _prepare(data_dir, word_k, reward_k, min_count, n_init)
         _banner(data)
         model = train(data, time_point, clusters, lexicon, EvalConfig(boruta=BorutaConfig(max_iter=boruta_iter)))
         model.save(out)
