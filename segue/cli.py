@@ -570,6 +570,7 @@ app.command("serve")(serve_cmd)
 from segue.audio.cli import audio_app  # noqa: E402
 
 app.add_typer(audio_app, name="audio")
+app.add_typer(__import__("segue.delivery.cli", fromlist=["delivery_app"]).delivery_app, name="delivery")
 
 
 def main() -> None:
