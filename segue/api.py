@@ -113,17 +113,7 @@ class Fitted:
 
     def popular(self, k: int = 10, exclude: Sequence[Any] = ()) -> Recommendations:
         """The k items with the most training interactions (ties by id), ``exclude`` (raw ids) left out."""
-        from segue.serving.export import Recommendations
-
-        counts = np.asarray(self.run.seen.sum(axis=0), dtype=np.float64).ravel()
-        counts[0] = -np.inf
-        if len(exclude):
-            counts[self.run.item_map.to_internal(list(exclude), missing="zero")] = -np.inf
-        ids = np.argsort(-counts, kind="stable")[: self._check_k(k)]
-        ids = ids[np.isfinite(counts[ids])]
-        return Recommendations(
-            self.run.item_map.to_raw(ids).tolist(), counts[ids].tolist(), "popular-fallback", "popular"
-        )
+        return self._serving().popular(self._check_k(k), exclude)
 
     # -- item lists: playlists, sessions, baskets -------------------------------------------
     def recommend_items(
@@ -224,6 +214,7 @@ class Fitted:
             self._server = ServingModel(
                 self.run.path, meta, self.run.user_map, self.run.item_map, self.run.seen, index, None, m, exact=True
             )
+            self._server.recent = self.run.recent
         return self._server
 
 

@@ -239,3 +239,51 @@ def test_fit_errors_are_one_sentence(tmp_path: Path) -> None:
     assert (mine / "notes.txt").read_text() == "keep me"
     with pytest.raises(SegueError, match="source of this command"):
         m.save(tmp_path, overwrite=True)
+
+
+# -- the same use cases over HTTP (segue serve): the answers equal the library's --------------------------
+def _http(run_dir: Path, tmp: Path):
+    from fastapi.testclient import TestClient
+
+    from segue.serving.app import create_app
+    from segue.serving.export import ServingModel, export_run
+
+    export = export_run(run_dir, tmp / f"{run_dir.name}-export", index="exact")
+    return TestClient(create_app(ServingModel.load(export)), base_url="http://localhost")
+
+
+@pytest.mark.parametrize("shape", ["playlists", "sessions"])
+def test_http_playlist_continuation_next_track_and_user_history(shape: str, tmp_path: Path) -> None:
+    import segue
+
+    model, frame, kw = _shapes()[shape]
+    m = segue.fit(model, frame, negatives=10, epochs=1, out=tmp_path / "run", **kw)
+    client = _http(tmp_path / "run", tmp_path)
+    if shape == "playlists":  # a new playlist from its seed tracks
+        seeds = ["s1", "s2", "s3"]
+        got = client.post("/recommend", json={"items": seeds, "k": 5})
+        want = m.continue_playlist(seeds, k=5)
+    else:  # the next tracks of a session in progress, and a known user's own latest plays (time order)
+        session = [str(i) for i in frame["track"].iloc[:3]]
+        got = client.post("/recommend", json={"items": session, "k": 4})
+        want = m.next_track(session, k=4)
+        user = str(frame["user"].iloc[0])
+        by_user = client.get(f"/recommend?user={user}&k=4")
+        assert by_user.status_code == 200 and by_user.json()["query"] == "user-history"
+        assert [r["item"] for r in by_user.json()["items"]] == [str(i) for i in m.recommend(user, k=4).items]
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["query"] == "model-context" and [r["item"] for r in body["items"]] == [str(i) for i in want.items]
+    assert client.get("/recommend?user=nobody&k=2").json()["query"] == "popular-fallback"
+
+
+def test_http_similar_tracks(tmp_path: Path) -> None:
+    import segue
+
+    model, frame, kw = _shapes()["interactions"]
+    m = segue.fit(model, frame, negatives=10, epochs=1, out=tmp_path / "run", **kw)
+    item = str(frame["item"].iloc[0])
+    got = _http(tmp_path / "run", tmp_path).get(f"/similar?item={item}&k=3")
+    assert got.status_code == 200 and [r["item"] for r in got.json()["items"]] == [
+        str(i) for i in m.similar(item, 3).items
+    ]

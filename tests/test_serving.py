@@ -318,7 +318,12 @@ def test_python_api(mf: ServingModel, toy: Interactions) -> None:
     sim = mf.similar(items[0], K)
     assert items[0] not in sim.items and sim.query == "item-vector"
     with pytest.raises(UnknownIdError, match="Unknown user id"):
-        mf.recommend("no-such-user", K)
+        mf.recommend("no-such-user", K, unknown="error")
+    # an unknown user gets the most popular training items, flagged (the library, CLI and HTTP agree)
+    pop = mf.recommend("no-such-user", K)
+    counts = np.asarray(mf.seen.sum(axis=0)).ravel()
+    assert pop.query == "popular-fallback" and pop.scores == sorted(counts[1:], reverse=True)[:K]
+    assert [r.query for r in mf.recommend_many([user, "no-such-user"], K)] == ["user-vector", "popular-fallback"]
     with pytest.raises(UnknownIdError, match="Unknown item id"):
         mf.recommend_items(["no-such-item"], K)
     with pytest.raises(ConfigError, match="k must be"):
@@ -382,7 +387,10 @@ def test_http_endpoints(client: TestClient, toy: Interactions, mf: ServingModel)
 
 def test_http_bad_inputs(client: TestClient, toy: Interactions, exports: dict[str, Path]) -> None:
     user, item = str(toy.user_map.raw[0]), str(toy.item_map.raw[0])
-    assert "Unknown user id '99999'" in _error(client.get("/recommend?user=99999"), 404)
+    assert "Unknown user id '99999'" in _error(client.get("/recommend?user=99999&unknown=error"), 404)
+    fallback = client.get("/recommend?user=99999&k=3")
+    assert fallback.status_code == 200 and fallback.json()["query"] == "popular-fallback"
+    assert client.get("/recommend?user=99999&unknown=maybe").status_code == 422
     assert "Unknown item id 'nope'" in _error(client.get("/similar?item=nope"), 404)
     assert "Unknown item id 'nope'" in _error(client.post("/recommend", json={"items": ["nope"]}), 404)
     for k in ("0", "-1", str(toy.n_items + 1), "abc", "1.5", ""):
@@ -480,7 +488,7 @@ def test_cli_export_and_serve(runs: dict[str, Path], tmp_path: Path, toy: Intera
             time.sleep(0.05)
         r = httpx.get(f"http://127.0.0.1:{port}/recommend", params={"user": str(toy.user_map.raw[0]), "k": 3})
         assert r.status_code == 200 and len(r.json()["items"]) == 3
-        assert httpx.get(f"http://127.0.0.1:{port}/recommend", params={"user": "nobody"}).status_code == 404
+        assert httpx.get(f"http://127.0.0.1:{port}/recommend", params={"user": "nobody", "unknown": "error"}).status_code == 404
     finally:
         server.should_exit = True
         thread.join(10)
@@ -826,7 +834,7 @@ def test_allow_header_and_head(client: TestClient, toy: Interactions) -> None:
     for path in ("/health", f"/recommend?user={toy.user_map.raw[0]}", f"/similar?item={toy.item_map.raw[0]}"):
         r = client.head(path)
         assert r.status_code == 200 and r.content == b"" and r.headers["content-type"] == "application/json"
-    assert client.head("/recommend?user=nobody").status_code == 404
+    assert client.head("/recommend?user=nobody&unknown=error").status_code == 404
 
 
 def test_docs_page_only_when_asked(mf: ServingModel) -> None:

@@ -13,7 +13,8 @@ maps compare them):
 
 Every client error is a 4xx with a one-sentence JSON body ``{"error": "..."}``: 400 for a Host
 header outside the allow-list or a request this model cannot answer, 401 for a missing or wrong
-API key, 403 for ``exclude_seen=false`` on a server without a key, 404 for an unknown id or path,
+API key, 403 for ``exclude_seen=false`` on a server without a key, 404 for an unknown item id or path (an unknown user gets the popular items, flagged
+``query=popular-fallback``, unless ``unknown=error``),
 405 for a wrong method (with an ``Allow`` header), 408 for a body that does not arrive in time,
 413 for a body over the size limit and 422 for anything malformed (bad ``k``, bad JSON, loose
 types such as ``k=true`` or ``"k": 10.0``, too many items, ``k`` × items over the bound). A 500
@@ -40,7 +41,7 @@ import re
 import socket
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import Body, FastAPI, HTTPException, Query, Request, Security
@@ -518,9 +519,13 @@ def create_app(
             QueryBool,
             Query(description="Skip items the user consumed in training (false needs the API key)."),
         ] = True,
+        unknown: Annotated[
+            Literal["popular", "error"],
+            Query(description="An unknown user gets the popular items (query popular-fallback) or a 404."),
+        ] = "popular",
     ) -> Response:
         seen_gate(exclude_seen)
-        rec = model.recommend(user, k, exclude_seen=exclude_seen)
+        rec = model.recommend(user, k, exclude_seen=exclude_seen, unknown=unknown)
         return _json(
             {"items": _items(rec), "k": k, "user": user, "query": rec.query, "retrieval": rec.retrieval, "ignored": []}
         )

@@ -216,6 +216,9 @@ def export_run(
         if needs_model:
             shutil.copyfile(run_dir / "weights.safetensors", tmp / "weights.safetensors")
             files["weights"] = "weights.safetensors"
+            if run.recent is not None:  # a sequential model's users: their latest training items, in time order
+                shutil.copyfile(run_dir / "recent.npz", tmp / "recent.npz")
+                files["recent"] = "recent.npz"
         meta = {
             "format": EXPORT_FORMAT,
             "model": model.name,
@@ -353,6 +356,8 @@ class ServingModel:
         self.n_items: int = int(metadata["n_items"])
         self.needs: frozenset[str] = frozenset(metadata.get("needs", []))
         self.candidates: int = int(metadata.get("candidates") or 200)
+        #: a sequential model's users' latest training items, oldest first (``recent.npz``), when exported
+        self.recent: np.ndarray | None = None
 
     # -- loading ------------------------------------------------------------------------
     @classmethod
@@ -435,7 +440,15 @@ class ServingModel:
             raise ExportError(
                 f"{meta_file} says the model is not needed at query time, but without it {path} cannot answer."
             )
-        return cls(path, meta, user_map, item_map, seen, index, users, model, exact=exact)
+        out = cls(path, meta, user_map, item_map, seen, index, users, model, exact=exact)
+        if "recent" in files and model is not None:
+            from segue.training.checkpoint import _load_recent
+
+            try:
+                out.recent = _load_recent(files["recent"].parent, model)
+            except RunDirError as e:
+                raise ExportError(str(e)) from e
+        return out
 
     # -- public API by raw ids ------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -458,16 +471,41 @@ class ServingModel:
             raise ConfigError(f"k must be an integer between 1 and the catalogue size {self.n_items}, got {k!r}.")
         return int(k)
 
-    def recommend(self, user: Any, k: int = 10, *, exclude_seen: bool = True) -> Recommendations:
-        """Top-k items for a known user (raw id), excluding what they consumed in training by default."""
-        return self.recommend_many([user], k, exclude_seen=exclude_seen)[0]
+    def recommend(
+        self, user: Any, k: int = 10, *, exclude_seen: bool = True, unknown: str = "popular"
+    ) -> Recommendations:
+        """Top-k items for a user (raw id), excluding what they consumed in training by default.
 
-    def recommend_many(self, users: Sequence[Any], k: int = 10, *, exclude_seen: bool = True) -> list[Recommendations]:
-        """:meth:`recommend` for a batch of raw user ids (one batched index query)."""
+        An unknown user gets the most popular training items, flagged ``query="popular-fallback"``
+        (``unknown="error"`` raises :class:`~segue.errors.UnknownIdError` instead).
+        """
+        return self.recommend_many([user], k, exclude_seen=exclude_seen, unknown=unknown)[0]
+
+    def recommend_many(
+        self, users: Sequence[Any], k: int = 10, *, exclude_seen: bool = True, unknown: str = "popular"
+    ) -> list[Recommendations]:
+        """:meth:`recommend` for a batch of raw user ids (one batched index query for the known ones)."""
+        if unknown not in ("popular", "error"):
+            raise ConfigError(f"unknown must be popular or error, got {unknown!r}.")
         k = self.check_k(k)
-        uids = self.user_map.to_internal(list(users))
-        ids, scores, query, retrieval = self.top_k_internal(uids, k, exclude_seen=exclude_seen)
-        return [self._answer(ids[r], scores[r], query, retrieval[r]) for r in range(len(uids))]
+        uids = self.user_map.to_internal(list(users), missing="raise" if unknown == "error" else "zero")
+        known = np.flatnonzero(uids > 0)
+        out: list[Recommendations] = [self.popular(k)] * len(uids) if len(known) < len(uids) else [None] * len(uids)  # type: ignore[list-item]
+        if len(known):
+            ids, scores, query, retrieval = self.top_k_internal(uids[known], k, exclude_seen=exclude_seen)
+            for r, row in enumerate(known):
+                out[row] = self._answer(ids[r], scores[r], query, retrieval[r])
+        return out
+
+    def popular(self, k: int = 10, exclude: Sequence[Any] = ()) -> Recommendations:
+        """The k items with the most training interactions (ties by id), ``exclude`` (raw ids) left out."""
+        counts = np.asarray(self.seen.sum(axis=0), dtype=np.float64).ravel()
+        counts[0] = -np.inf
+        if len(exclude):
+            counts[self.item_map.to_internal(list(exclude), missing="zero")] = -np.inf
+        ids = np.argsort(-counts, kind="stable")[: self.check_k(k)]
+        ids = ids[np.isfinite(counts[ids])]
+        return Recommendations(self.item_map.to_raw(ids).tolist(), counts[ids].tolist(), "popular-fallback", "popular")
 
     def recommend_items(
         self,
@@ -542,7 +580,7 @@ class ServingModel:
             res = self.index.search(self.user_vectors[users], k, exclude, exact=self.exact)
             return res.ids, res.scores, "user-vector", ["exact" if e else "ann" for e in res.exact]
         if self.needs:
-            hist = [self._seen(u) for u in users]
+            hist = [self._history(u) for u in users]
             ids, scores, retrieval = self._context_query(users, self._context(hist), hist, k, exclude)
             return ids, scores, "user-history", retrieval
         ids, scores, retrieval = self._context_query(users, None, [self._seen(u) for u in users], k, exclude)
@@ -550,6 +588,19 @@ class ServingModel:
 
     def _seen(self, u: int) -> np.ndarray:
         return self.seen.indices[self.seen.indptr[u] : self.seen.indptr[u + 1]].astype(np.int64)
+
+    def _history(self, u: int) -> np.ndarray:
+        """A user's context for a model that reads one: the latest training items in time order (``recent``)
+        for a sequential model, else the training items (a set: playlist members, a basket)."""
+        if "history" in self.needs:
+            if self.recent is None:
+                raise UnsupportedQueryError(
+                    f"Model {self.metadata['model']!r} reads each user's latest items in time order, which this "
+                    "export does not hold (re-export the run); POST the history instead."
+                )
+            row = self.recent[u]
+            return row[row > 0].astype(np.int64)
+        return self._seen(u)
 
     def _context(self, item_lists: list[np.ndarray]) -> Context:
         import torch
