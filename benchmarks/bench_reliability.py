@@ -256,15 +256,16 @@ def _catalogue() -> list[Damage]:
             [("JSON list", _json(lambda d: [d])), ("epochs an object", _json(_set("epochs", {"a": 1})))],
             optional=True,
         )
-    add(
-        "seqrun",
-        "recent.npz",
-        [
-            ("item ids out of range", _npz("items", lambda a: a + big)),
-            ("wrong shape", _npz("items", lambda a: a[1:])),
-            ("wrong dtype", _npz("items", lambda a: a.astype(np.float32))),
-        ],
-    )
+    for target in ("seqrun", "seqexport"):  # the export carries the run's recent items for user queries
+        add(
+            target,
+            "recent.npz",
+            [
+                ("item ids out of range", _npz("items", lambda a: a + big)),
+                ("wrong shape", _npz("items", lambda a: a[1:])),
+                ("wrong dtype", _npz("items", lambda a: a.astype(np.float32))),
+            ],
+        )
     for target in ("export", "seqexport"):
         add(
             target,
