@@ -143,23 +143,24 @@ class Fitted:
         """Cold start: for each new audio file, the k catalogue tracks nearest to its embedding (DCUE family)."""
         import torch
 
-        from segue.audio.frontend import load_audio, log_mel
+        from segue.audio.frontend import N_MELS, load_audio, log_mel
 
-        if not hasattr(self.model, "encode_items"):
+        if not hasattr(self.model, "encode_items") or not hasattr(self.model, "audio_tower"):
             raise ConfigError(
                 f"{self.model.name} has no audio tower; cold start from audio needs dcue or wmf-regression."
             )
+        if not paths:
+            raise DataError("Give at least one audio file.")
+        n_mels = int(self.model.config.n_mels)
+        if n_mels != N_MELS:
+            raise ConfigError(
+                f"{self.model.name} was trained on {n_mels} mel bands; segue's audio front end computes {N_MELS}, "
+                "so it cannot embed new audio files."
+            )
         server = self._serving()
         assert server.index is not None
-        mels = []
-        for p in paths:
-            if not Path(p).is_file():
-                raise DataError(f"Audio file {p} does not exist.")
-            mels.append(log_mel(load_audio(p)))
-        width = max(m.shape[-1] for m in mels)
-        batch = torch.stack([torch.nn.functional.pad(m, (0, width - m.shape[-1])) for m in mels])
-        with torch.no_grad():
-            q = self.model.encode_items(batch).float().numpy()
+        with torch.no_grad():  # one clip at a time: clips of different lengths are segment-averaged, not padded
+            q = np.concatenate([self.model.encode_items(log_mel(load_audio(p))[None]).float().numpy() for p in paths])
         res = server.index.search(q, self._check_k(k), exact=True)
         return [server._answer(res.ids[r], res.scores[r], "audio-vector", "exact") for r in range(len(paths))]
 

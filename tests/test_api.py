@@ -102,28 +102,39 @@ from .test_contract import NAMES, RECIPES, _case  # noqa: E402
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_every_registered_model_recommends_by_raw_ids(name: str, tmp_path: Path) -> None:
+def test_segue_recommend_works_for_every_registered_model(name: str, tmp_path: Path) -> None:
+    """``segue recommend`` (the CLI, through Fitted) for every model: a user, or a new playlist's seed tracks."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from segue.cli import app
     from segue.training.checkpoint import save_run
 
     case = _case(name)
     save_run(tmp_path / "run", case.model, user_map=case.train.user_map, item_map=case.train.item_map,
              seen=case.exclude, config={"dataset": case.train.name}, group_maps=case.group_maps)  # fmt: skip
-    m = Fitted.load(tmp_path / "run")
-    raw_items = case.train.item_map.to_raw(np.arange(1, 4)).tolist()
+    raw_items = [str(i) for i in case.train.item_map.to_raw(np.arange(1, 4))]
     family = RECIPES[name].family
     if family.startswith("playlist"):  # a new playlist from its seed tracks
-        rec = m.continue_playlist(raw_items, k=5)
-        assert not set(map(str, raw_items)) & set(map(str, rec.items))
+        args = ["--seed-tracks", ",".join(raw_items)]
     else:
-        user = case.train.user_map.to_raw([1])[0]
-        history = raw_items if family == "history" else None
-        rec = m.recommend(user, k=5, history=history)
-        seen = case.exclude
-        assert not set(case.train.item_map.to_internal(list(map(str, rec.items)))) & set(
-            seen.indices[seen.indptr[1] : seen.indptr[2]]
+        args = ["--user", str(case.train.user_map.to_raw([1])[0])]
+        if family == "history":  # these toy runs hold no recent.npz: the history is given
+            args += ["--history", ",".join(raw_items)]
+    r = CliRunner().invoke(app, ["recommend", str(tmp_path / "run"), *args, "-k", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    items, scores = [it["item"] for it in got["items"]], [it["score"] for it in got["items"]]
+    assert 1 <= len(items) <= 5 and all(np.isfinite(scores)) and scores == sorted(scores, reverse=True)
+    excluded = (
+        set(raw_items)
+        if family.startswith("playlist")
+        else set(
+            map(str, case.train.item_map.to_raw(case.exclude.indices[case.exclude.indptr[1] : case.exclude.indptr[2]]))
         )
-    assert 1 <= len(rec.items) <= 5 and all(np.isfinite(rec.scores))
-    assert rec.scores == sorted(rec.scores, reverse=True)
+    )
+    assert not excluded & set(map(str, items))
 
 
 # -- the same use cases from the command line -----------------------------------------------------------
@@ -287,3 +298,44 @@ def test_http_similar_tracks(tmp_path: Path) -> None:
     assert got.status_code == 200 and [r["item"] for r in got.json()["items"]] == [
         str(i) for i in m.similar(item, 3).items
     ]
+
+
+def test_cold_start_from_an_audio_file(tmp_path: Path, toy: Interactions) -> None:
+    import soundfile as sf
+
+    from segue.models.base import build_model
+    from segue.training import fit
+    from segue.training.audio import AudioTrainConfig
+    from segue.training.checkpoint import save_run
+
+    m = build_model("dcue", toy.n_users, toy.n_items, {"dim": 8, "n_negatives": 2})
+    mels = np.random.default_rng(0).random((toy.n_items, 128, 130)).astype(np.float16)
+    fit(m, toy, mels=mels, config=AudioTrainConfig(steps=2, batch_size=4, eval_every=2))
+    save_run(tmp_path / "run", m, user_map=toy.user_map, item_map=toy.item_map, seen=toy.to_csr(), config={})
+    wave = np.random.default_rng(1).standard_normal(22050 * 4).astype(np.float32) * 0.1
+    sf.write(tmp_path / "new.wav", wave, 22050)
+    f = Fitted.load(tmp_path / "run")
+    [rec] = f.from_audio([tmp_path / "new.wav"], k=5)
+    assert rec.query == "audio-vector" and len(rec.items) == 5 and rec.scores == sorted(rec.scores, reverse=True)
+    # the nearest catalogue tracks by the model's measure over its item vectors
+    import torch
+
+    from segue.audio.frontend import load_audio, log_mel
+
+    q = f.model.encode_items(log_mel(load_audio(tmp_path / "new.wav"))[None]).detach().numpy()[0]
+    v = f.model.item_vectors().detach().numpy()[1:]
+    assert f.model.measure in ("dot", "cosine")
+    s = v @ q if f.model.measure == "dot" else (v / np.linalg.norm(v, axis=1, keepdims=True)) @ (q / np.linalg.norm(q))
+    np.testing.assert_allclose(rec.scores, np.sort(s)[::-1][:5], rtol=1e-4)
+    assert set(f.run.item_map.to_internal(rec.items)[:3]) == set(np.argsort(-s)[:3] + 1)
+    assert torch.is_tensor(f.model.item_vectors())
+    with pytest.raises(DataError, match="does not exist"):
+        f.from_audio([tmp_path / "missing.ogg"])
+    (tmp_path / "bad.ogg").write_bytes(b"not audio")
+    with pytest.raises(DataError, match=r"Cannot decode audio file bad\.ogg"):
+        f.from_audio([tmp_path / "bad.ogg"])
+    small = build_model("dcue", toy.n_users, toy.n_items, {"dim": 8, "n_negatives": 2, "n_mels": 8})
+    fit(small, toy, mels=mels[:, :8], config=AudioTrainConfig(steps=1, batch_size=4))
+    save_run(tmp_path / "small", small, user_map=toy.user_map, item_map=toy.item_map, seen=toy.to_csr(), config={})
+    with pytest.raises(ConfigError, match="trained on 8 mel bands"):
+        Fitted.load(tmp_path / "small").from_audio([tmp_path / "new.wav"])

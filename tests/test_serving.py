@@ -488,7 +488,10 @@ def test_cli_export_and_serve(runs: dict[str, Path], tmp_path: Path, toy: Intera
             time.sleep(0.05)
         r = httpx.get(f"http://127.0.0.1:{port}/recommend", params={"user": str(toy.user_map.raw[0]), "k": 3})
         assert r.status_code == 200 and len(r.json()["items"]) == 3
-        assert httpx.get(f"http://127.0.0.1:{port}/recommend", params={"user": "nobody", "unknown": "error"}).status_code == 404
+        assert (
+            httpx.get(f"http://127.0.0.1:{port}/recommend", params={"user": "nobody", "unknown": "error"}).status_code
+            == 404
+        )
     finally:
         server.should_exit = True
         thread.join(10)
