@@ -98,6 +98,11 @@ class Fitted:
         if unknown not in UNKNOWN_USER:
             raise ConfigError(f"unknown must be one of {', '.join(UNKNOWN_USER)}, got {unknown!r}.")
         k = self._check_k(k)
+        if self.model.query_kind != "user":
+            raise ConfigError(
+                f"{self.model.name} recommends for {self.model.query_kind}s, not users: continue one from its tracks "
+                "(continue_playlist, or segue recommend --seed-tracks)."
+            )
         if str(user) not in self.run.user_map and unknown == "popular":
             if history is not None:  # a new listener with a history is a session in progress
                 return self.next_track(history, k)

@@ -223,8 +223,10 @@ def test_fit_on_a_dataframe_of_each_shape(shape: str, tmp_path: Path) -> None:
     assert len(rec.items) == 3
     kept = m.save(tmp_path / "kept")
     again = segue.load(kept)
-    assert again.recommend("nobody", k=2).query == "popular-fallback"
-    if shape != "playlists":
+    if shape == "playlists":
+        assert again.continue_playlist(["s1", "s2"], k=3).items == rec.items
+    else:
+        assert again.recommend("nobody", k=2).query == "popular-fallback"
         assert again.recommend(str(frame["user"].iloc[0]), k=3).items == rec.items
 
 
@@ -285,7 +287,11 @@ def test_http_playlist_continuation_next_track_and_user_history(shape: str, tmp_
     assert got.status_code == 200, got.text
     body = got.json()
     assert body["query"] == "model-context" and [r["item"] for r in body["items"]] == [str(i) for i in want.items]
-    assert client.get("/recommend?user=nobody&k=2").json()["query"] == "popular-fallback"
+    if shape == "playlists":  # a playlist model answers for playlists only: a user query is a clean 400
+        refused = client.get("/recommend?user=u1&k=2")
+        assert refused.status_code == 400 and "not users" in refused.json()["error"]
+    else:
+        assert client.get("/recommend?user=nobody&k=2").json()["query"] == "popular-fallback"
 
 
 def test_http_similar_tracks(tmp_path: Path) -> None:
@@ -339,3 +345,16 @@ def test_cold_start_from_an_audio_file(tmp_path: Path, toy: Interactions) -> Non
     save_run(tmp_path / "small", small, user_map=toy.user_map, item_map=toy.item_map, seen=toy.to_csr(), config={})
     with pytest.raises(ConfigError, match="trained on 8 mel bands"):
         Fitted.load(tmp_path / "small").from_audio([tmp_path / "new.wav"])
+
+
+def test_a_playlist_model_refuses_a_user_query_in_one_sentence(tmp_path: Path) -> None:
+    import segue
+    from segue.serving.export import ServingModel, UnsupportedQueryError, export_run
+
+    model, frame, kw = _shapes()["playlists"]
+    m = segue.fit(model, frame, negatives=10, epochs=1, out=tmp_path / "run", **kw)
+    with pytest.raises(ConfigError, match="mass recommends for playlists, not users"):
+        m.recommend("u1")  # never a playlist's answer for a user id
+    served = ServingModel.load(export_run(tmp_path / "run", tmp_path / "export", index="exact"))
+    with pytest.raises(UnsupportedQueryError, match="recommends for playlists, not users"):
+        served.recommend("u1")

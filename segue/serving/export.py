@@ -487,6 +487,11 @@ class ServingModel:
         """:meth:`recommend` for a batch of raw user ids (one batched index query for the known ones)."""
         if unknown not in ("popular", "error"):
             raise ConfigError(f"unknown must be popular or error, got {unknown!r}.")
+        if self.model is not None and getattr(self.model, "query_kind", "user") != "user":
+            raise UnsupportedQueryError(
+                f"Model {self.metadata['model']!r} recommends for {self.model.query_kind}s, not users: send the "
+                f"{self.model.query_kind}'s tracks as items (POST /recommend) to continue it."
+            )
         k = self.check_k(k)
         uids = self.user_map.to_internal(list(users), missing="raise" if unknown == "error" else "zero")
         known = np.flatnonzero(uids > 0)
