@@ -221,6 +221,9 @@ def train(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")] = False,
     data_dir: DataDir = None,
     as_json: Json = False,
+    nproc: Annotated[
+        int, typer.Option("--nproc", help="Train and evaluate in N local processes (torch.distributed, DDP).")
+    ] = 1,
 ) -> None:
     """Train MODEL on DATASET under a protocol, evaluate on test, and write a run directory."""
     from segue.data.datasets import get_dataset, load_dataset
@@ -245,6 +248,14 @@ def train(
     if no_progress or as_json:
         train_opts["progress"] = False
     cfg = train_config_for(model, train_opts)
+    if nproc != 1 or _torchrun():  # docs/scale.md: every rank runs segue.pipeline.train_job
+        job = {"model": model, "dataset": dataset, "protocol": protocol, "negatives": negatives, "seed": seed}
+        job |= {"model_options": model_opts, "train": cfg.to_dict(), "data_dir": data_dir, "overwrite": overwrite}
+        job |= {
+            "out": out_dir or Path("runs") / f"{model}-{dataset}-{protocol}-s{seed}",
+            "log": None if as_json else "default",
+        }
+        return _train_distributed(nproc, job, cfg.device, as_json)
     data = load_dataset(dataset, data_dir, progress=not no_progress)
     out_dir = out_dir or Path("runs") / f"{model}-{dataset}-{protocol}-s{seed}"
     res = run(
@@ -276,6 +287,39 @@ def train(
             f"{model} on {dataset} ({protocol}), fit in {res.seconds:.1f}s -> {res.run_dir}",
             ["metric", "test", "dev"],
             [[k, v, (res.valid_metrics or {}).get(k)] for k, v in res.metrics.items()],
+        )
+    )
+
+
+def _torchrun() -> bool:
+    from segue.training.distributed import torchrun_env
+
+    return torchrun_env() is not None
+
+
+def _train_distributed(nproc: int, job: dict[str, Any], device: str, as_json: bool) -> None:
+    """``train`` over torch.distributed: ``--nproc N`` local processes, or this process as one rank of torchrun."""
+    from segue.dirs import check_target
+    from segue.pipeline import train_job
+    from segue.training import distributed
+
+    if _torchrun():
+        result = distributed.run_in_torchrun(train_job, job, device)
+        if result is None:  # ranks other than 0 print nothing
+            return
+    else:
+        distributed.check_nproc(nproc, device)
+        check_target(Path(job["out"]), "run", overwrite=job["overwrite"])
+        result = distributed.launch(nproc, train_job, job, device=device, out_dir=job["out"])
+    if as_json:
+        _emit_json(result)
+        return
+    title = f"{result['model']} on {result['dataset']} ({result['protocol']}, {result['nproc']} processes)"
+    out.print(
+        _table(
+            f"{title}, fit in {result['fit_seconds']:.1f}s -> {result['run_dir']}",
+            ["metric", "test", "dev"],
+            [[k, v, (result["valid"] or {}).get(k)] for k, v in result["test"].items()],
         )
     )
 

@@ -37,3 +37,7 @@ class RunDirError(SegueError):
 
 class NotFittedError(SegueError, RuntimeError):
     """A model used before it was fitted or loaded."""
+
+
+class RankFailedError(SegueError, RuntimeError):
+    """A process of a distributed run raised or died, so every process stopped."""
