@@ -106,8 +106,8 @@ def run(
     if s:
         valid = None if valid is None else valid.with_history(split.train, s)
         test = test.with_history(split.train, s)
-    if out is not None and world() is not None:  # rank 0 checkpoints every epoch into the run directory
-        prepare_checkpoints(Path(out), overwrite)
+    if world() is not None:  # rank 0 checkpoints every epoch into the run directory
+        prepare_checkpoints(None if out is None else Path(out), overwrite)
     t0 = time.perf_counter()
     history = fit(model, split.train, valid, cfg, log=log)
     seconds = time.perf_counter() - t0

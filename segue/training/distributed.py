@@ -284,12 +284,16 @@ def _kept(out_dir: Any) -> str:
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------------
-def prepare_checkpoints(out: Path, overwrite: bool) -> None:
-    """Rank 0 checks that ``out`` may be written and marks it as a run directory; every rank records it."""
+def prepare_checkpoints(out: Path | None, overwrite: bool) -> None:
+    """Where the epochs' checkpoints of the next fit go (None: nowhere). Rank 0 checks that ``out`` may be
+    written and marks it as a run directory; every rank records it."""
     from segue.dirs import MARKER, check_target
 
     w = world()
     assert w is not None
+    w.checkpoint_dir = None
+    if out is None:
+        return
     out = Path(out)
     if w.rank == 0:
         check_target(out, "run", overwrite=overwrite)
