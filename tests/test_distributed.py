@@ -25,6 +25,7 @@ from segue.evaluation.protocols import evaluate, full_evalset, get_protocol, sam
 from segue.models.base import build_model
 from segue.pipeline import run, train_config_for
 from segue.training import distributed
+from segue.training.als import fit_als
 from segue.training.batches import shard_rows
 from tests.conftest import make_frame
 
@@ -38,14 +39,15 @@ def _data() -> Interactions:
     )
 
 
-def _train(out: Path | None, seed: int = 0) -> Any:
-    cfg = train_config_for("mf-bpr", {**OPTS, "seed": seed})
+def _train(out: Path | None, seed: int = 0, **options: Any) -> Any:
+    cfg = train_config_for("mf-bpr", {**OPTS, "seed": seed, **options})
     return run("mf-bpr", _data(), model_options={"dim": 16}, train_config=cfg, out=out, seed=seed, log=None)
 
 
 def _evalsets() -> tuple[Any, Any]:
     split = get_protocol("loo-sampled").split(_data())
-    return sampled_evalset(split, "test", n_negatives=30), full_evalset(split, "test")
+    odd = np.arange(399)  # an odd number of cases: the ranks' blocks differ in size
+    return sampled_evalset(split, "test", n_negatives=30).subset(odd), full_evalset(split, "test").subset(odd)
 
 
 def _metrics(model: Any, es: Any) -> dict[str, Any]:
@@ -56,17 +58,20 @@ def _job(payload: dict[str, Any]) -> dict[str, Any]:
     """One rank: train twice (determinism for a given N), then evaluate the parent's fixed model."""
     first = _train(Path(payload["out"]))
     again = _train(None)
+    sparse = _train(None, optimizer="sparse-adagrad")  # sparse gradients: DDP reduces only the touched rows
     model = payload["model"]
     sampled, full = _evalsets()
     return {
         "test": first.metrics,
         "again": again.metrics,
+        "sparse": sparse.metrics,
         "weights_equal": all(
             torch.equal(a, b) for a, b in zip(first.model.parameters(), again.model.parameters(), strict=True)
         ),
         "sampled": _metrics(model, sampled),
         "full": _metrics(model, full),
         "nproc": distributed.world().size,
+        "als": fit_als(_data(), factors=8, iterations=3),
     }
 
 
@@ -80,9 +85,14 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     assert two["test"] == two["again"] and two["weights_equal"]
     for key, value in one.metrics.items():
         assert abs(two["test"][key] - value) <= TOL, (key, value, two["test"][key])
+    for key, value in _train(None, optimizer="sparse-adagrad").metrics.items():
+        assert abs(two["sparse"][key] - value) <= TOL, (key, value, two["sparse"][key])
     # the run directory was written once, by rank 0, and replaced its checkpoints
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["test"] == two["test"]
     assert not (tmp_path / "two" / distributed.CHECKPOINT).exists()
+    # ALS with its user and item half-steps split across the ranks: the factors of one process
+    for got, want in zip(two["als"], fit_als(_data(), factors=8, iterations=3), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     # evaluation of one model: the same cases, the same values, the same means
     sampled, full = _evalsets()
     for name, es in (("sampled", sampled), ("full", full)):

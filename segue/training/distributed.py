@@ -23,7 +23,10 @@ Training (:class:`DataParallel`, called from :class:`~segue.training.trainer.Tra
 * negatives are drawn per rank from a stream seeded by (seed, rank): a run is deterministic for a given N;
 * the model's loss (``model.loss``, not ``forward``) runs inside a small module wrapped by
   ``torch.nn.parallel.DistributedDataParallel``, whose hooks average the gradients (summed instead
-  when the loss is a sum over the batch, so a step is the one-process step);
+  when the loss is a sum over the batch, so a step is the one-process step); with ``sparse-adam`` /
+  ``sparse-adagrad`` the embedding tables a model lists in ``sparse_tables`` have sparse gradients, which
+  DDP reduces over gloo by gathering the rows each rank touched (NCCL has no sparse all-reduce: refused),
+  so a step sends the batch's rows instead of the whole tables (docs/scale.md);
 * the early-stopping decision is rank 0's, broadcast (``broadcast_object_list``); the dev metrics every
   rank sees are the same all-reduced numbers, so every rank keeps the same best state;
 * rank 0 writes a checkpoint (``checkpoint.safetensors``, the weights after the epoch and the epoch in
@@ -79,9 +82,10 @@ class World:
     device: torch.device
     checkpoint_dir: Path | None = None
 
-    def share(self, n: int) -> tuple[int, int]:
-        """The contiguous block ``[lo, hi)`` of ``n`` cases this rank evaluates."""
-        return self.rank * n // self.size, (self.rank + 1) * n // self.size
+    def share(self, n: int, rank: int | None = None) -> tuple[int, int]:
+        """The contiguous block ``[lo, hi)`` of ``n`` rows this rank (or ``rank``) takes."""
+        r = self.rank if rank is None else rank
+        return r * n // self.size, (r + 1) * n // self.size
 
 
 _WORLD: World | None = None
@@ -90,7 +94,7 @@ _WORLD: World | None = None
 def world() -> World | None:
     """The process group of this process when it has two or more ranks; None in a single process."""
     if _WORLD is not None:
-        return _WORLD
+        return _WORLD if _WORLD.size > 1 else None
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:  # a group set up by the caller
         backend = dist.get_backend()
         dev = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
@@ -351,12 +355,13 @@ class DataParallel:
     def __init__(self, model: nn.Module, batches: Any, cfg: Any, w: World, objective: Callable[..., Any]) -> None:
         from torch.nn.parallel import DistributedDataParallel
 
-        from segue.training.optim import SPARSE_OPTIMIZERS
+        from segue.training.optim import SPARSE_OPTIMIZERS, sparse_embeddings
 
-        if cfg.optimizer in SPARSE_OPTIMIZERS:
+        if cfg.optimizer in SPARSE_OPTIMIZERS and (w.backend != "gloo" or cfg.reduction == "sum"):
+            why = "NCCL cannot all-reduce sparse gradients" if w.backend != "gloo" else "a loss summed over the batch"
             raise ConfigError(
-                f"{cfg.optimizer} updates only the rows of each batch, which DDP's dense gradient averaging "
-                f"cannot do; use {cfg.optimizer.removeprefix('sparse-')} with --nproc > 1."
+                f"{cfg.optimizer} over several processes needs gloo and a mean loss ({why} here); "
+                f"use {cfg.optimizer.removeprefix('sparse-')} instead."
             )
         if not getattr(batches, "shardable", False):
             raise ConfigError(
@@ -369,6 +374,8 @@ class DataParallel:
         sampler = getattr(batches, "sampler", None)
         if sampler is not None:  # negatives: a stream of their own per rank, seeded by (seed, rank)
             sampler.rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(w.rank,)))
+        for emb in sparse_embeddings(model):  # DDP lays out its buckets for the gradients the optimizer will see
+            emb.sparse = cfg.optimizer in SPARSE_OPTIMIZERS
         ids = [w.device.index] if w.device.type == "cuda" else None
         # buffers (item-KNN's lists, ...) are not trained and equal on every rank: no sync per forward
         sync = "forward_sync_buffers" if "forward_sync_buffers" in _ddp_options() else "broadcast_buffers"
@@ -479,7 +486,7 @@ def gather_cases(values: torch.Tensor, n_cases: int) -> torch.Tensor:
     buf[: len(values)] = values.double().to(w.device)
     parts = [torch.zeros_like(buf) for _ in range(w.size)]
     dist.all_gather(parts, buf)
-    blocks = [parts[r][: w.share(n_cases)[1] - w.share(n_cases)[0]] for r in range(w.size)]
+    blocks = [parts[r][: w.share(n_cases, r)[1] - w.share(n_cases, r)[0]] for r in range(w.size)]
     return torch.cat(blocks).cpu()
 
 
