@@ -54,6 +54,18 @@ def _metrics(model: Any, es: Any) -> dict[str, Any]:
     return evaluate(model, es, ks=(5, 10), metrics=("HR", "NDCG", "MAP"), batch_size=7, per_case=True)
 
 
+def _playlist_losses() -> list[float]:
+    """A playlist model (group batches, loss summed over the batch: DDP's sum hook), 3 epochs."""
+    from segue.training import fit
+    from segue.training.trainer import TrainConfig
+    from tests.test_playlist import toy_playlists
+
+    data = toy_playlists()
+    model = build_model("mdr", data.n_users, data.n_items, {"dim": 8, "n_playlists": len(data.group_maps["playlist"])})
+    cfg = TrainConfig.from_dict({**model.train_defaults, "epochs": 3, "progress": False})
+    return [e["loss"] for e in fit(model, data, None, cfg, log=None).epochs]
+
+
 def _job(payload: dict[str, Any]) -> dict[str, Any]:
     """One rank: train twice (determinism for a given N), then evaluate the parent's fixed model."""
     first = _train(Path(payload["out"]))
@@ -72,6 +84,7 @@ def _job(payload: dict[str, Any]) -> dict[str, Any]:
         "full": _metrics(model, full),
         "nproc": distributed.world().size,
         "als": fit_als(_data(), factors=8, iterations=3),
+        "playlist": _playlist_losses(),
     }
 
 
@@ -90,6 +103,8 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     # the run directory was written once, by rank 0, and replaced its checkpoints
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["test"] == two["test"]
     assert not (tmp_path / "two" / distributed.CHECKPOINT).exists()
+    # a loss summed over the batch: gradients summed across ranks, the same loss per row to a few percent
+    np.testing.assert_allclose(two["playlist"], _playlist_losses(), rtol=0.1)
     # ALS with its user and item half-steps split across the ranks: the factors of one process
     for got, want in zip(two["als"], fit_als(_data(), factors=8, iterations=3), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
