@@ -109,12 +109,37 @@ def datasets(data_dir: DataDir = None, as_json: Json = False) -> None:
     )
 
 
-@app.command()
-def describe(dataset: str, data_dir: DataDir = None, as_json: Json = False) -> None:
-    """Print a dataset's statistics: users, items, interactions, density, time span."""
-    from segue.data.datasets import describe as describe_ds
+DataFormat = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="A data file's shape: interactions, sequences, playlists or sessions (default: from its extension and "
+        "header; see docs/datasets.md).",
+    ),
+]
+Columns = Annotated[
+    str | None,
+    typer.Option(
+        "--columns",
+        help="A data file's column names, canonical=name pairs, e.g. user=uid,item=track_id,timestamp=ts.",
+    ),
+]
+DATASET_HELP = "Dataset name (see `segue datasets`) or a path to a CSV/TSV/Parquet/TXT data file."
 
-    info = describe_ds(dataset, data_dir, download=True)
+
+@app.command()
+def describe(
+    dataset: Annotated[str, typer.Argument(help=DATASET_HELP)],
+    data_dir: DataDir = None,
+    format_: DataFormat = None,
+    columns: Columns = None,
+    as_json: Json = False,
+) -> None:
+    """Print a dataset's statistics: users, items, interactions, density, time span."""
+    from segue.data.files import describe_source, open_dataset, parse_columns
+
+    source = open_dataset(dataset, data_dir, format=format_, columns=parse_columns(columns), progress=False)
+    info = describe_source(source)
     if as_json:
         _emit_json(info)
         return
@@ -123,10 +148,11 @@ def describe(dataset: str, data_dir: DataDir = None, as_json: Json = False) -> N
 
 @app.command()
 def models(as_json: Json = False) -> None:
-    """List the available models and their options (with defaults)."""
+    """List the models: paper (seed file and section), task, inputs, default protocol, ANN serving and options."""
     import dataclasses
 
     from segue.models.base import list_models
+    from segue.models.catalogue import catalogue_entry
 
     rows = []
     for name, cls in list_models().items():
@@ -134,9 +160,12 @@ def models(as_json: Json = False) -> None:
             f.name: (None if f.default is dataclasses.MISSING else f.default) for f in dataclasses.fields(cls.Config)
         }
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        entry = catalogue_entry(name)
         rows.append(
             {
                 "name": name,
+                **(entry.to_dict() if entry else {"paper": None, "seed": None, "spec": None, "task": None}),
+                "ann": cls.measure is not None,
                 "trainable": cls.trainable,
                 "measure": cls.measure,
                 "options": opts,
@@ -151,10 +180,22 @@ def models(as_json: Json = False) -> None:
     out.print(
         _table(
             "Models",
-            ["name", "options", "description"],
-            [[r["name"], ", ".join(f"{k}={v}" for k, v in r["options"].items()), r["description"]] for r in rows],
+            ["name", "task", "inputs", "protocol", "ANN", "paper", "seed"],
+            [
+                [
+                    r["name"],
+                    r["task"],
+                    ", ".join(r.get("inputs") or []),
+                    r.get("protocol"),
+                    r["measure"] or "no",
+                    r["paper"],
+                    r["seed"],
+                ]
+                for r in rows
+            ],
         )
     )
+    out.print("Options and their defaults: segue models --json.", highlight=False)
 
 
 def _parse_sets(values: list[str] | None) -> dict[str, Any]:
@@ -195,7 +236,7 @@ def _split_sets(model_cls: Any, sets: dict[str, Any]) -> tuple[dict[str, Any], d
 @app.command()
 def train(
     model: Annotated[str, typer.Argument(help="Model name, e.g. pop, itemknn, mf-bpr, wmf (see `segue models`).")],
-    dataset: Annotated[str, typer.Argument(help="Dataset name (see `segue datasets`).")],
+    dataset: Annotated[str, typer.Argument(help=DATASET_HELP)],
     config: Annotated[Path | None, typer.Option(help="TOML file with \\[model] and \\[train] tables.")] = None,
     protocol: Annotated[
         str | None, typer.Option(help="Evaluation protocol (default: the dataset's, loo-sampled for most).")
@@ -218,23 +259,49 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for the split, candidates and training.")] = 0,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue an interrupted run from its last epoch checkpoint (.NAME.resume beside --out); "
+            "the result equals an uninterrupted run."
+        ),
+    ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")] = False,
+    dev: Annotated[
+        str,
+        typer.Option(
+            help="Leave-last-out dev item: random (a random earlier item, the SDMR/NCF rule) or last "
+            "(the second-to-last item)."
+        ),
+    ] = "random",
+    format_: DataFormat = None,
+    columns: Columns = None,
     data_dir: DataDir = None,
     as_json: Json = False,
     nproc: Annotated[
         int, typer.Option("--nproc", help="Train and evaluate in N local processes (torch.distributed, DDP).")
     ] = 1,
 ) -> None:
-    """Train MODEL on DATASET under a protocol, evaluate on test, and write a run directory."""
-    from segue.data.datasets import get_dataset, load_dataset
+    """Train MODEL on DATASET (a name or a data file) under a protocol, evaluate on test, and write a run directory."""
+    from segue.data.datasets import get_dataset
+    from segue.data.files import DEFAULT_PROTOCOLS, detect_format, looks_like_path, open_dataset, parse_columns
+    from segue.data.files import _stem as file_label
     from segue.evaluation.protocols import get_protocol
     from segue.models.base import get_model_class
-    from segue.pipeline import load_config_file, run, train_config_for
+    from segue.pipeline import load_config_file, preflight, run, train_config_for
 
     # validate every option before loading data, so a typo fails at once
     model_cls = get_model_class(model)
-    protocol = protocol or get_dataset(dataset).default_protocol
-    proto = get_protocol(protocol, seed=seed, n_negatives=negatives)
+    col_map = parse_columns(columns)
+    if protocol is None:
+        if Path(dataset).expanduser().is_file():
+            protocol = DEFAULT_PROTOCOLS[format_ or detect_format(Path(dataset).expanduser(), col_map)]
+        elif not looks_like_path(dataset):
+            try:
+                protocol = get_dataset(dataset).default_protocol
+            except ConfigError:
+                protocol = None  # open_dataset names the problem below
+    proto = get_protocol(protocol, seed=seed, n_negatives=negatives, dev=dev) if protocol else None
     model_opts, train_opts = load_config_file(config) if config else ({}, {})
     set_model, set_train = _split_sets(model_cls, _parse_sets(set_))
     model_opts.update(set_model)
@@ -249,15 +316,32 @@ def train(
         train_opts["progress"] = False
     cfg = train_config_for(model, train_opts)
     if nproc != 1 or _torchrun():  # docs/scale.md: every rank runs segue.pipeline.train_job
-        job = {"model": model, "dataset": dataset, "protocol": protocol, "negatives": negatives, "seed": seed}
-        job |= {"model_options": model_opts, "train": cfg.to_dict(), "data_dir": data_dir, "overwrite": overwrite}
-        job |= {
-            "out": out_dir or Path("runs") / f"{model}-{dataset}-{protocol}-s{seed}",
-            "log": None if as_json else "default",
+        if resume:
+            raise ConfigError("--resume continues a one-process run; it is not supported with --nproc or torchrun yet.")
+        path = Path(dataset).expanduser()
+        label = file_label(path) if path.is_file() else dataset
+        job = {
+            "model": model,
+            "dataset": dataset,
+            "protocol": protocol,
+            "negatives": negatives,
+            "seed": seed,
+            "dev": dev,
         }
+        job |= {"model_options": model_opts, "train": cfg.to_dict(), "data_dir": data_dir, "overwrite": overwrite}
+        job |= {"format": format_, "columns": col_map, "log": None if as_json else "default"}
+        job["out"] = out_dir or Path("runs") / f"{model}-{label}-{protocol}-s{seed}"
         return _train_distributed(nproc, job, cfg.device, as_json)
-    data = load_dataset(dataset, data_dir, progress=not no_progress)
-    out_dir = out_dir or Path("runs") / f"{model}-{dataset}-{protocol}-s{seed}"
+    path = Path(dataset).expanduser()
+    label = file_label(path) if path.is_file() else dataset
+    if out_dir is None:
+        out_dir = Path("runs") / f"{model}-{label}-{protocol}-s{seed}"
+    preflight(out_dir, overwrite=overwrite)  # a run directory that cannot be written fails before any work
+    source = open_dataset(dataset, data_dir, format=format_, columns=col_map, progress=not no_progress)
+    data = source.data
+    if proto is None:
+        protocol = source.default_protocol
+        proto = get_protocol(protocol, seed=seed, n_negatives=negatives, dev=dev)
     res = run(
         model,
         data,
@@ -268,11 +352,13 @@ def train(
         seed=seed,
         overwrite=overwrite,
         log=None if as_json else "default",
+        resume=resume,
     )
     result = {
         "model": model,
         "dataset": dataset,
         "protocol": protocol,
+        "dev_rule": proto.dev_rule,
         "run_dir": str(res.run_dir),
         "test": res.metrics,
         "valid": res.valid_metrics,
@@ -284,10 +370,15 @@ def train(
         return
     out.print(
         _table(
-            f"{model} on {dataset} ({protocol}), fit in {res.seconds:.1f}s -> {res.run_dir}",
+            f"{model} on {label} ({protocol}), fit in {res.seconds:.1f}s -> {res.run_dir}",
             ["metric", "test", "dev"],
             [[k, v, (res.valid_metrics or {}).get(k)] for k, v in res.metrics.items()],
         )
+    )
+    out.print(
+        f"Protocol {protocol}: {proto.description}; dev item: {proto.dev_rule}. tie_rate: the share of cases "
+        "whose held-out item ties a negative (ties count against the model).",
+        highlight=False,
     )
 
 
@@ -299,8 +390,7 @@ def _torchrun() -> bool:
 
 def _train_distributed(nproc: int, job: dict[str, Any], device: str, as_json: bool) -> None:
     """``train`` over torch.distributed: ``--nproc N`` local processes, or this process as one rank of torchrun."""
-    from segue.dirs import check_target
-    from segue.pipeline import train_job
+    from segue.pipeline import preflight, train_job
     from segue.training import distributed
 
     if _torchrun():
@@ -309,7 +399,7 @@ def _train_distributed(nproc: int, job: dict[str, Any], device: str, as_json: bo
             return
     else:
         distributed.check_nproc(nproc, device)
-        check_target(Path(job["out"]), "run", overwrite=job["overwrite"])
+        preflight(job["out"], overwrite=job["overwrite"])  # a run directory that cannot be written fails first
         result = distributed.launch(nproc, train_job, job, device=device, out_dir=job["out"])
     if as_json:
         _emit_json(result)
@@ -360,41 +450,35 @@ def evaluate(
     )
 
 
-def _history_context(r: Any, uid: Any, history: str | None) -> Any:
-    """The ``Context(history=...)`` a sequential model reads: ``--history`` or the run's saved recent items."""
-    import torch
-
-    from segue.data.batch import Context
-
-    if "history" not in r.model.needs:
-        if history is not None:
-            raise ConfigError(f"--history is for sequential models; {r.config['model']} does not read a history.")
+def _ids(text: str | None, flag: str) -> list[str] | None:
+    """``a,b,c`` -> ``["a", "b", "c"]`` (None when the flag was not given)."""
+    if text is None:
         return None
-    w = r.model.history_length()
-    if history is not None:
-        raw = [h.strip() for h in history.split(",") if h.strip()]
-        if not raw:
-            raise ConfigError("--history needs at least one item id (comma-separated, oldest first).")
-        items = r.item_map.to_internal(raw)[-w:]
-        row = [0] * (w - len(items)) + items.tolist()
-        return Context(history=torch.tensor([row], dtype=torch.long))
-    if r.recent is None:
-        raise ConfigError(
-            f"{r.config['model']} reads the user's recent items, which this run directory does not hold "
-            "(it predates recent.npz); pass --history a,b,c."
-        )
-    return Context(history=torch.as_tensor(r.recent[uid][:, -w:], dtype=torch.long))
+    ids = [t.strip() for t in text.split(",") if t.strip()]
+    if not ids:
+        raise ConfigError(f"{flag} needs at least one item id (comma-separated, oldest first).")
+    return ids
+
+
+def _print_recommendations(title: str, payload: dict[str, Any], rec: Any, as_json: bool) -> None:
+    rows = [
+        {"rank": i + 1, "item": it, "score": s} for i, (it, s) in enumerate(zip(rec.items, rec.scores, strict=True))
+    ]
+    if as_json:
+        _emit_json({**payload, "query": rec.query, "retrieval": rec.retrieval, "ignored": rec.ignored, "items": rows})
+        return
+    out.print(_table(title, ["rank", "item", "score"], [[r["rank"], r["item"], r["score"]] for r in rows]))
 
 
 @app.command()
 def recommend(
     run_dir: Path,
-    user: Annotated[str, typer.Option(help="Raw user id, as in the dataset.")],
+    user: Annotated[str | None, typer.Option(help="Raw user id, as in the dataset.")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="Number of items.")] = 10,
     include_seen: Annotated[bool, typer.Option(help="Also recommend items the user already consumed.")] = False,
     unknown: Annotated[
-        str, typer.Option(help="For an unknown user: 'error' or 'popular' (flagged fallback).")
-    ] = "error",
+        str, typer.Option(help="For an unknown user: 'popular' (flagged fallback, the default) or 'error'.")
+    ] = "popular",
     history: Annotated[
         str | None,
         typer.Option(
@@ -402,41 +486,71 @@ def recommend(
             "(default: the user's latest training items)."
         ),
     ] = None,
+    seed_tracks: Annotated[
+        str | None,
+        typer.Option("--seed-tracks", help="Continue a new playlist from these tracks (comma-separated raw ids)."),
+    ] = None,
+    session: Annotated[
+        str | None,
+        typer.Option(help="Next tracks for a listening session in progress (raw ids oldest first, comma-separated)."),
+    ] = None,
+    audio: Annotated[
+        list[Path] | None,
+        typer.Option(help="Cold start (dcue, wmf-regression): the catalogue tracks nearest each new audio file."),
+    ] = None,
     as_json: Json = False,
 ) -> None:
-    """Top-k items (raw ids and scores) for one user of a run directory."""
-    from segue.training.checkpoint import load_run
+    """Top-k items for a user, a new playlist (--seed-tracks), a session (--session) or new audio (--audio)."""
+    from segue.api import Fitted
 
-    if unknown not in ("error", "popular"):
-        raise ConfigError(f"--unknown must be error or popular, got {unknown!r}.")
-    r = load_run(run_dir)
-    if k < 1 or k > r.model.n_items:
-        raise ConfigError(f"k must be between 1 and the catalogue size {r.model.n_items}, got {k}.")
-    fallback = False
-    if user not in r.user_map and unknown == "popular":
-        import numpy as np
-
-        counts = np.asarray(r.seen.sum(axis=0)).ravel()
-        counts[0] = -1
-        ids = np.argsort(-counts, kind="stable")[:k]
-        scores = counts[ids].astype(float)
-        fallback = True
+    asked = [name for name, v in (("--user", user), ("--seed-tracks", seed_tracks), ("--session", session),
+                                  ("--audio", audio)) if v]  # fmt: skip
+    if len(asked) != 1:
+        raise ConfigError(
+            "Give exactly one of --user, --seed-tracks, --session or --audio"
+            + (f", not {' and '.join(asked)}." if asked else ".")
+        )
+    if history is not None and user is None:
+        raise ConfigError("--history goes with --user; for a session without a user, use --session.")
+    m = Fitted.load(run_dir)
+    if user is not None:
+        rec = m.recommend(user, k, history=_ids(history, "--history"), exclude_seen=not include_seen, unknown=unknown)
+        fallback = "popular" if rec.query == "popular-fallback" else None
+        title = f"Top {k} for user {user}" + (" (unknown user: popularity fallback)" if fallback else "")
+        _print_recommendations(title, {"user": user, "k": k, "fallback": fallback}, rec, as_json)
+    elif seed_tracks is not None:
+        seeds = _ids(seed_tracks, "--seed-tracks")
+        rec = m.continue_playlist(seeds, k)
+        _print_recommendations(f"Top {k} to continue a playlist of {len(seeds)} tracks", {"seed_tracks": seeds, "k": k},
+                               rec, as_json)  # fmt: skip
+    elif session is not None:
+        tracks = _ids(session, "--session")
+        rec = m.next_track(tracks, k)
+        _print_recommendations(f"Next {k} after a session of {len(tracks)} tracks", {"session": tracks, "k": k},
+                               rec, as_json)  # fmt: skip
     else:
-        uid = r.user_map.to_internal([user])
-        context = _history_context(r, uid, history)
-        ids_t, scores_t = r.model.recommend(uid, k, context, exclude=None if include_seen else r.seen)
-        ids, scores = ids_t[0].numpy(), scores_t[0].numpy()
-    keep = ids > 0
-    items = r.item_map.to_raw(ids[keep]).tolist()
-    rows = [
-        {"rank": i + 1, "item": it, "score": float(s)}
-        for i, (it, s) in enumerate(zip(items, scores[keep], strict=True))
-    ]
-    if as_json:
-        _emit_json({"user": user, "k": k, "fallback": "popular" if fallback else None, "items": rows})
-        return
-    title = f"Top {k} for user {user}" + (" (unknown user: popularity fallback)" if fallback else "")
-    out.print(_table(title, ["rank", "item", "score"], [[r_["rank"], r_["item"], r_["score"]] for r_ in rows]))
+        assert audio is not None
+        recs = m.from_audio(audio, k)
+        if as_json:
+            _emit_json({"k": k, "audio": [{"file": str(f), "items": r.items, "scores": r.scores}
+                                          for f, r in zip(audio, recs, strict=True)]})  # fmt: skip
+            return
+        for f, r in zip(audio, recs, strict=True):
+            _print_recommendations(f"Catalogue tracks nearest {f}", {}, r, False)
+
+
+@app.command()
+def similar(
+    run_dir: Path,
+    item: Annotated[str, typer.Argument(help="Raw item (track) id.")],
+    k: Annotated[int, typer.Option("-k", "--k", help="Number of items.")] = 10,
+    as_json: Json = False,
+) -> None:
+    """The k items most similar to ITEM under the model's own measure (models with item vectors)."""
+    from segue.api import Fitted
+
+    rec = Fitted.load(run_dir).similar(item, k)
+    _print_recommendations(f"Top {k} similar to {item}", {"item": item, "k": k}, rec, as_json)
 
 
 @app.command()
@@ -508,6 +622,7 @@ app.command("serve")(serve_cmd)
 from segue.audio.cli import audio_app  # noqa: E402
 
 app.add_typer(audio_app, name="audio")
+app.add_typer(__import__("segue.delivery.cli", fromlist=["delivery_app"]).delivery_app, name="delivery")
 
 
 def main() -> None:

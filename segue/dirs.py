@@ -6,11 +6,16 @@ before the marker existed are recognised by their ``config.json`` / ``metadata.j
 that is or contains the command's own source. The new content is written into a hidden sibling, the
 old directory is renamed aside, the new one renamed in, and only then is the old one deleted: a crash
 at any point leaves the old or the new directory whole, and :func:`clean_leftovers` removes the hidden
-siblings of an interrupted write on the next one.
+siblings of an interrupted write on the next one (but not ``.NAME.resume``, the epoch checkpoint of an
+interrupted training run, which ``segue train --resume`` continues from).
+
+:func:`check_writable` runs before any work: the directory that will receive the target must be
+creatable and writable, and its disk must have room for an estimate of what will be written.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -21,6 +26,10 @@ from pathlib import Path
 from segue.errors import RunDirError
 
 MARKER = ".segue"
+#: suffix of the hidden sibling ``.NAME.resume`` that holds a training run's epoch checkpoint
+RESUME_SUFFIX = ".resume"
+#: room kept free beyond an estimate of what a command writes
+SPACE_MARGIN = 16 * 2**20
 #: how a directory of each kind was recognised before the marker existed
 _LEGACY = {"run": ("config.json", "format"), "export": ("metadata.json", "retrieval")}
 
@@ -101,7 +110,7 @@ def clean_leftovers(target: Path) -> None:
     if not target.parent.is_dir():
         return
     for p in target.parent.glob(f".{target.name}.*"):
-        if not p.is_dir():
+        if not p.is_dir() or p.name == f".{target.name}{RESUME_SUFFIX}":
             continue
         kept = p / target.name
         if p.name.startswith(f".{target.name}.old-") and kept.is_dir() and not target.exists():
@@ -112,4 +121,65 @@ def clean_leftovers(target: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-__all__ = ["MARKER", "check_target", "clean_leftovers", "new_sibling", "swap_in"]
+def check_writable(target: Path, need_bytes: int = 0, what: str = "run directory") -> None:
+    """Raise (one sentence) unless ``target``'s parent exists or can be created, is writable, and its disk has
+    more than ``need_bytes`` (plus a margin) free. Creates nothing: a temporary file is made and removed in
+    the nearest existing ancestor."""
+    target = Path(target)
+    probe = target.absolute().parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RunDirError(f"Cannot write the {what} {target}: {probe} is a file, not a directory.")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".segue-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        why = "it is read-only" if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else (e.strerror or str(e))
+        raise RunDirError(f"Cannot write the {what} {target}: {probe} is not writable ({why}).") from e
+    if need_bytes <= 0:
+        return
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:  # no figure to check against; the write itself will say
+        return
+    need = need_bytes + SPACE_MARGIN
+    if free < need:
+        raise RunDirError(
+            f"Cannot write the {what} {target}: {probe} has {_size(free)} free but it needs about {_size(need)}; "
+            "free some space or choose another location."
+        )
+
+
+def write_failed(target: Path, e: BaseException, what: str = "run directory") -> str:
+    """One sentence for an ``OSError`` (or safetensors error) raised while writing ``target``."""
+    code = getattr(e, "errno", None)
+    if code == errno.ENOSPC or "StorageFull" in str(e) or "No space left" in str(e):
+        why = "the disk is full"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "permission denied"
+    else:
+        lines = str(e).strip().splitlines()
+        why = getattr(e, "strerror", None) or (lines[0] if lines else type(e).__name__)
+    return f"Could not write the {what} {target} ({why})"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+__all__ = [
+    "MARKER",
+    "RESUME_SUFFIX",
+    "check_target",
+    "check_writable",
+    "clean_leftovers",
+    "new_sibling",
+    "swap_in",
+    "write_failed",
+]

@@ -8,6 +8,7 @@ ignorant of the others.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 import tomllib
 from dataclasses import dataclass
@@ -16,15 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from segue.data.interactions import Interactions
+from segue.data.interactions import IdMap, Interactions
 from segue.data.preprocess import dedup
 from segue.data.sequences import last_items
-from segue.errors import ConfigError
+from segue.dirs import RESUME_SUFFIX, check_target, check_writable
+from segue.errors import ConfigError, RunDirError, WriteError
 from segue.evaluation.protocols import EvalSet, Protocol, evaluate, get_protocol
 from segue.models.base import Recommender, build_model
 from segue.training import fit
 from segue.training.checkpoint import save_run
 from segue.training.distributed import is_main, prepare_checkpoints, world
+from segue.training.resume import EpochCheckpoint
 from segue.training.trainer import History, TrainConfig, seed_everything
 
 
@@ -62,6 +65,28 @@ def train_config_for(model_name: str, overrides: dict[str, Any] | None = None) -
     return TrainConfig.from_dict({**get_model_class(model_name).train_defaults, **(overrides or {})})
 
 
+def _playlist_queries(model: str | Recommender, split: Any) -> tuple[Any, str]:
+    """Under a playlist protocol the cases are playlists: a playlist model reads them as they are
+    (``"playlist-model"``); any other model is trained playlist -> song (each playlist a user), as the
+    playlist->song baselines of the MASR table are (``"playlist"``)."""
+    from segue.evaluation.playlist import keyed_train
+    from segue.models.base import get_model_class
+
+    cls = get_model_class(model) if isinstance(model, str) else type(model)
+    if "group" in cls.needs:
+        return split, "playlist-model"
+
+    def keyed(part: Interactions | None) -> Interactions | None:
+        if part is None:
+            return None
+        k = keyed_train(part, "playlist")  # the playlists become the users of a user -> song model
+        return Interactions(k.df, IdMap(k.user_map.raw, kind="user"), k.item_map, {}, k.name)
+
+    return dataclasses.replace(
+        split, train=keyed(split.train), valid=keyed(split.valid), test=keyed(split.test)
+    ), "playlist"
+
+
 def prepare(data: Interactions, protocol: Protocol) -> tuple[Interactions, Any, EvalSet | None, EvalSet]:
     """De-duplicate, split and build the fixed dev/test evaluation sets."""
     data = dedup(data, on=protocol.dedup_on)
@@ -82,12 +107,18 @@ def run(
     overwrite: bool = False,
     log: Any = "default",
     prepared: tuple[Any, EvalSet | None, EvalSet] | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """Train ``model`` on ``data`` under ``protocol`` and (optionally) write a run directory.
 
     ``model`` is a registry name (built with ``model_options``) or a model already built for
     the split, e.g. an SDMR over trained parts. ``prepared`` (split, valid, test) lets several
     models share one split and its fixed candidates, as the reproduction tables require.
+
+    With ``out``, the target is checked before training (:func:`preflight`), every epoch is
+    checkpointed in ``.NAME.resume`` beside it (removed once the run is written), and ``resume=True``
+    continues from that checkpoint (segue/training/resume.py). If the run directory cannot be written
+    after training, the run is written to a temporary directory instead and the error says where.
     """
     proto = protocol if isinstance(protocol, Protocol) else get_protocol(protocol, seed=seed)
     if prepared is None:
@@ -95,21 +126,37 @@ def run(
     else:
         split, valid, test = prepared
     seed_everything(seed)
+    query = "user"
+    if proto.context == "playlist":
+        split, query = _playlist_queries(model, split)
+        if query == "playlist-model" and isinstance(model, str):
+            model_options = {"n_playlists": len(split.train.group_maps["playlist"]), **(model_options or {})}
     if isinstance(model, str):
         model = build_model(model, split.train.n_users, split.train.n_items, model_options)
     elif model_options:
         raise ConfigError("model_options apply only to a model given by name; build the model with them instead.")
     cfg = train_config or train_config_for(model.name, {"seed": seed})
-    if cfg.context != proto.context:  # the protocol decides what a training row's context is
-        cfg = dataclasses.replace(cfg, context=proto.context)
+    context = "history" if query == "playlist" else proto.context  # playlist -> song rows: the playlist is the user
+    if cfg.context != context:  # the protocol decides what a training row's context is
+        cfg = dataclasses.replace(cfg, context=context)
     s = model.history_length() if "history" in model.needs else 0
     if s:
         valid = None if valid is None else valid.with_history(split.train, s)
         test = test.with_history(split.train, s)
-    if world() is not None:  # rank 0 checkpoints every epoch into the run directory
+    checkpoint = None
+    if world() is not None:  # several processes: rank 0 checkpoints every epoch into the run directory
+        if resume:
+            raise ConfigError("resume continues a one-process run; it is not supported over several processes yet.")
+        if out is not None and is_main():
+            preflight(out, overwrite=overwrite, model=model, n_rows=len(split.train))
         prepare_checkpoints(None if out is None else Path(out), overwrite)
+    elif out is not None:
+        preflight(out, overwrite=overwrite, model=model, n_rows=len(split.train))
+        checkpoint = EpochCheckpoint(resume_dir(out), resume=resume, log=_logger(log))
+    elif resume:
+        raise ConfigError("resume needs the run directory (out) whose epoch checkpoint to continue.")
     t0 = time.perf_counter()
-    history = fit(model, split.train, valid, cfg, log=log)
+    history = fit(model, split.train, valid, cfg, log=log, **({"checkpoint": checkpoint} if checkpoint else {}))
     seconds = time.perf_counter() - t0
     ks = tuple(sorted(set(proto.ks) | {10}))
     metrics = evaluate(model, test, ks=ks, metrics=proto.metrics, recall_denominator=proto.recall_denominator)
@@ -126,8 +173,9 @@ def run(
         if s:  # what `segue recommend` feeds a sequential model: each user's latest training items
             recent = np.zeros((split.train.n_users + 1, s), dtype=np.int64)
             recent[1:] = last_items(split.train, np.arange(1, split.train.n_users + 1), s)
-        run_dir = save_run(
-            out,
+        run_dir = _save_or_rescue(
+            Path(out),
+            checkpoint,
             model,
             user_map=split.train.user_map,
             item_map=split.train.item_map,
@@ -137,6 +185,7 @@ def run(
                 "protocol": proto.to_dict(),
                 "split": split.params,
                 "seed": seed,
+                "query": "playlist" if query != "user" else "user",
                 "train": cfg.to_dict(),
                 "fit_seconds": seconds,
             },
@@ -153,7 +202,7 @@ def run(
 def train_job(spec: dict[str, Any]) -> dict[str, Any]:
     """``segue train`` in one process of a distributed run (every rank: load, split, fit, evaluate; rank 0 logs
     and writes the run directory). ``spec`` holds the command's resolved options; returns the result summary."""
-    from segue.data.datasets import load_dataset
+    from segue.data.files import open_dataset
 
     w = world()
     main = is_main()
@@ -162,11 +211,14 @@ def train_job(spec: dict[str, Any]) -> dict[str, Any]:
         cfg = dataclasses.replace(cfg, progress=False)
     if w is not None and w.device.type == "cuda":
         cfg = dataclasses.replace(cfg, device=str(w.device))
-    data = load_dataset(spec["dataset"], spec.get("data_dir"), progress=False)
-    proto = get_protocol(spec["protocol"], seed=spec["seed"], n_negatives=spec.get("negatives"))
+    source = open_dataset(
+        spec["dataset"], spec.get("data_dir"), format=spec.get("format"), columns=spec.get("columns"), progress=False
+    )
+    protocol = spec.get("protocol") or source.default_protocol
+    proto = get_protocol(protocol, seed=spec["seed"], n_negatives=spec.get("negatives"), dev=spec.get("dev", "random"))
     res = run(
         spec["model"],
-        data,
+        source.data,
         protocol=proto,
         model_options=spec.get("model_options"),
         train_config=cfg,
@@ -178,7 +230,8 @@ def train_job(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "model": spec["model"],
         "dataset": spec["dataset"],
-        "protocol": spec["protocol"],
+        "protocol": protocol,
+        "dev_rule": proto.dev_rule,
         "run_dir": str(res.run_dir),
         "test": res.metrics,
         "valid": res.valid_metrics,
@@ -186,3 +239,52 @@ def train_job(spec: dict[str, Any]) -> dict[str, Any]:
         "best_epoch": res.history.best_epoch,
         "nproc": 1 if w is None else w.size,
     }
+
+
+def resume_dir(out: str | Path) -> Path:
+    """Where the epoch checkpoint of the run directory ``out`` is kept: the hidden sibling ``.NAME.resume``."""
+    out = Path(out)
+    return out.parent / f".{out.name}{RESUME_SUFFIX}"
+
+
+def preflight(out: str | Path, *, overwrite: bool = False, model: Recommender | None = None, n_rows: int = 0) -> None:
+    """Fail before any work, in one sentence, when the run directory ``out`` could not be written: it may not be
+    replaced, its parent cannot be created or written, or the disk lacks room for an estimate of the run
+    (with ``model``: parameter bytes x 10 for the run and its epoch checkpoints, plus 64 bytes per training row)."""
+    check_target(Path(out), "run", overwrite=overwrite)
+    need = 0
+    if model is not None:
+        params = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        need = 10 * params + 64 * n_rows
+    check_writable(Path(out), need)
+
+
+def _save_or_rescue(out: Path, checkpoint: EpochCheckpoint | None, model: Recommender, **kwargs: Any) -> Path:
+    """``save_run``; if the run directory cannot be written, the run goes to a temporary directory instead."""
+    try:
+        run_dir = save_run(out, model, **kwargs)
+    except (WriteError, RunDirError) as e:
+        reason = str(e).rstrip(".")
+        try:
+            rescue = Path(tempfile.mkdtemp(prefix=f"segue-{out.name}-")) / out.name
+            save_run(rescue, model, **{**kwargs, "overwrite": False})
+        except (OSError, RunDirError) as e2:
+            kept = f"; the epoch checkpoint in {checkpoint.directory} still holds it" if checkpoint else ""
+            raise WriteError(
+                f"{reason}, and the trained model could not be saved elsewhere either ({str(e2).rstrip('.')}){kept}."
+            ) from e
+        if checkpoint is not None:
+            checkpoint.discard()
+        raise WriteError(f"{reason}; the trained run was saved to {rescue} instead (move it into place).") from e
+    if checkpoint is not None:
+        checkpoint.discard()
+    return run_dir
+
+
+def _logger(log: Any) -> Any:
+    if log == "default":
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        return lambda line: console.print(line, highlight=False)
+    return log

@@ -138,6 +138,7 @@ def test_tie_diagnostic_counts_ties_and_optimistic_ranks() -> None:
     t = tie_diagnostic(model, es)
     # every candidate scores 0 (the target is never in its own basket's context): all tie
     assert t["tied_share"] == 1.0 and t["HR@10_optimistic"] == 1.0
+    assert 0.0 <= t["HR@10_authors"] <= t["HR@10_optimistic"]
     assert evaluate(model, es)["HR@10"] == 0.0
     with pytest.raises(DataError, match="one positive"):
         tie_diagnostic(model, es.__class__(es.users, es.targets, None, None, None, None, {}))

@@ -68,7 +68,7 @@ def test_train_evaluate_recommend_round_trip(tmp_path: Path, data_dir: Path) -> 
     )
     assert r.exit_code == 0, r.output
     trained = json.loads(r.stdout)
-    assert set(trained["test"]) == {"HR@10", "NDCG@10"} and trained["run_dir"] == str(run_dir)
+    assert set(trained["test"]) == {"HR@10", "NDCG@10", "tie_rate"} and trained["run_dir"] == str(run_dir)
 
     r = runner.invoke(app, ["evaluate", str(run_dir), "--json"])
     assert r.exit_code == 0, r.output
@@ -178,10 +178,11 @@ def test_recommend_unknown_user_and_bad_k(tmp_path: Path, data_dir: Path) -> Non
         ["train", "pop", "ml-100k", "--data-dir", str(data_dir), "--out", str(run_dir), "--negatives", "10", "--json"],
     )
     assert r.exit_code == 0, r.output
-    p = _segue("recommend", str(run_dir), "--user", "999999")
+    p = _segue("recommend", str(run_dir), "--user", "999999", "--unknown", "error")
     assert p.returncode == 2 and "Unknown user id '999999'" in p.stderr
-    p = _segue("recommend", str(run_dir), "--user", "999999", "--unknown", "popular", "--json")
+    p = _segue("recommend", str(run_dir), "--user", "999999", "--json")  # the flagged fallback is the default
     assert p.returncode == 0 and json.loads(p.stdout)["fallback"] == "popular"
+    assert json.loads(p.stdout)["query"] == "popular-fallback"
     p = _segue("recommend", str(run_dir), "--user", "1", "-k", "100000")
     assert p.returncode == 2 and "catalogue size" in p.stderr
 
@@ -256,7 +257,7 @@ def test_history_is_refused_for_a_model_that_reads_none(tmp_path: Path, data_dir
     )
     assert r.exit_code == 0, r.output
     bad = _segue("recommend", str(run_dir), "--user", "3", "--history", "101")
-    assert bad.returncode == 2 and "--history is for sequential models" in bad.stderr
+    assert bad.returncode == 2 and "history is for sequential models; pop does not read one" in bad.stderr
 
 
 def test_a_damaged_recent_file_is_named(tmp_path: Path, data_dir: Path) -> None:

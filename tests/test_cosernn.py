@@ -228,6 +228,54 @@ def test_session_and_track_ranking_by_hand() -> None:
     assert evaluate_sessions(u, ev)["metrics"]["Sess Rank K=20"] == 1
 
 
+def test_track_ranking_drops_tracks_without_vectors_and_reports_the_share() -> None:
+    """A vectorless track scores exactly 0 and would sit above a relevant track with a negative score."""
+    vec = {"a": (1.0, 0.0), "b": (0.0, 1.0)}  # "x" has no vector
+
+    def both(sessions: list[list[str]], u3: list[float]) -> tuple[dict, dict, object]:
+        _data, inputs = _hand_data(vec, sessions)
+        u = np.zeros((4, 2), dtype=np.float32)
+        u[3] = u3
+        kw = {"session_ks": (20,), "track_ks": (25,)}
+        kept = evaluate_sessions(u, build_session_eval(inputs, np.array([3]), vectorless="keep", **kw))
+        ev = build_session_eval(inputs, np.array([3]), **kw)
+        return kept, evaluate_sessions(u, ev), (inputs, ev)
+
+    # recent distinct tracks before session 3: [b, x, a]; relevant {a}; a scores -0.6, b -0.8, x 0
+    kept, dropped, (inputs, ev) = both([["a"], ["x"], ["b"], ["a"]], [-0.6, -0.8])
+    assert kept["metrics"]["Track mAP K=25"] == 0.5  # x (0) above a (-0.6)
+    assert dropped["metrics"]["Track mAP K=25"] == 1.0  # x not ranked: a first
+    assert set(inputs.data.track_map.to_raw(ev.track_cands[25][0][ev.track_cands[25][0] > 0]).tolist()) == {"a", "b"}
+    c = dropped["counts"]
+    assert c["vectorless candidates dropped K=25"] == 1
+    assert c["vectorless share of candidates K=25"] == pytest.approx(1 / 3)
+    assert c["vectorless share of relevant K=25"] == 0.0
+    assert "vectorless candidates dropped K=25" not in kept["counts"]
+    # x relevant too: half the relevant candidates have no vector
+    _, dropped, _ = both([["a"], ["x"], ["b"], ["a", "x"]], [-0.6, -0.8])
+    assert dropped["counts"]["vectorless share of relevant K=25"] == pytest.approx(1 / 2)
+    with pytest.raises(DataError, match="vectorless"):
+        build_session_eval(inputs, np.array([3]), vectorless="zero")
+
+
+def test_session_ranking_on_full_windows() -> None:
+    vec = {"a": (1.0, 0.0), "b": (0.0, 1.0), "c": (0.6, 0.8)}
+    _data, inputs = _hand_data(vec, [["a"], ["b"], ["c"], ["a"]])
+    ev = build_session_eval(inputs, np.array([1, 3]), session_ks=(2,), track_ks=(25,))
+    u = np.zeros((4, 2), dtype=np.float32)
+    u[1] = [1.0, 0.0]  # session 1 (target b) against a: rank 2
+    u[3] = [0.0, 1.0]  # session 3 (target a) against c: rank 2 (c scores 0.8 > 0)
+    out = evaluate_sessions(u, ev)
+    assert out["counts"]["full windows K=2"] == 2
+    assert out["metrics"]["Sess Rank K=2 (full window)"] == 2.0
+    ev3 = build_session_eval(inputs, np.array([1, 3]), session_ks=(3,), track_ks=(25,))
+    out3 = evaluate_sessions(u, ev3)
+    # K = 3: session 1 has one predecessor (not full), session 3 has two (full): a scores 0, b 1, c 0.8 -> rank 3
+    assert out3["counts"]["full windows K=3"] == 1
+    assert out3["metrics"]["Sess Rank K=3 (full window)"] == 3.0
+    assert out3["metrics"]["Sess Rank K=3"] == pytest.approx((2 + 3) / 2)
+
+
 def test_pessimistic_ties_on_duplicate_sessions() -> None:
     """Identical session vectors are not resolved in the target's favour (Oracle full MRR < 1)."""
     _data, inputs = _hand_data({"a": (1.0, 0.0), "b": (0.0, 1.0)}, [["a"], ["b"], ["a"]])

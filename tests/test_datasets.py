@@ -365,7 +365,7 @@ def test_instacart_bad_wheel_checksum(monkeypatch: pytest.MonkeyPatch, tmp_path:
 # -- generic files ----------------------------------------------------------------------------------
 
 
-def test_load_file_csv_tsv_gz_parquet(tmp_path: Path) -> None:
+def test_load_columns_csv_tsv_gz_parquet(tmp_path: Path) -> None:
     frame = pd.DataFrame({"u": ["a", "b", "a"], "i": [10, 11, 12], "t": [3.0, 1.0, 2.0], "w": [1, 2, 3]})
     frame.to_csv(tmp_path / "x.csv", index=False)
     write(tmp_path / "x.tsv", frame.to_csv(sep="\t", index=False), gz=True)
@@ -377,34 +377,34 @@ def test_load_file_csv_tsv_gz_parquet(tmp_path: Path) -> None:
         (tmp_path / "x.parquet", {}),
         (tmp_path / "x.data", {"fmt": "csv", "sep": ";"}),
     ]:
-        data = ds.load_file(p, "u", "i", timestamp="t", weight="w", **kw)
+        data = ds.load_columns(p, "u", "i", timestamp="t", weight="w", **kw)
         assert (data.n_users, data.n_items, len(data)) == (2, 3, 3), p
         assert data.user_map.to_raw([1, 2]).tolist() == ["a", "b"]
         assert data.df["timestamp"].tolist() == [3.0, 1.0, 2.0]
-    assert ds.load_file(tmp_path / "x.csv", "u", "i").name == "x"
+    assert ds.load_columns(tmp_path / "x.csv", "u", "i").name == "x"
 
 
-def test_load_file_recbole_inter_and_groups(tmp_path: Path) -> None:
+def test_load_columns_recbole_inter_and_groups(tmp_path: Path) -> None:
     text = "session_id:token\tuser_id:token\titem_id:token\ttimestamp:float\n1\tu1\tA\t5\n1\tu1\tB\t6\n2\tu2\tA\t7\n"
     write(tmp_path / "x.inter", text)
-    data = ds.load_file(tmp_path / "x.inter", "user_id", "item_id", "timestamp", groups={"session": "session_id"})
+    data = ds.load_columns(tmp_path / "x.inter", "user_id", "item_id", "timestamp", groups={"session": "session_id"})
     assert len(data) == 3 and len(data.group_maps["session"]) == 2
     assert ds.describe(data)["sessions"] == 2
 
 
-def test_load_file_errors(tmp_path: Path) -> None:
+def test_load_columns_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetNotFoundError, match=re.escape("nope.csv")) as e:
-        ds.load_file(tmp_path / "nope.csv", "u", "i")
+        ds.load_columns(tmp_path / "nope.csv", "u", "i")
     assert one_sentence(str(e.value))
     write(tmp_path / "x.csv", "u,i\n1,2\n")
     with pytest.raises(DataError, match="Missing column") as e:
-        ds.load_file(tmp_path / "x.csv", "user", "i")
+        ds.load_columns(tmp_path / "x.csv", "user", "i")
     assert one_sentence(str(e.value))
     write(tmp_path / "x.weird", "u,i\n1,2\n")
     with pytest.raises(ConfigError, match="pass fmt"):
-        ds.load_file(tmp_path / "x.weird", "u", "i")
+        ds.load_columns(tmp_path / "x.weird", "u", "i")
     with pytest.raises(ConfigError, match="Unknown file format"):
-        ds.load_file(tmp_path / "x.csv", "u", "i", fmt="xlsx")
+        ds.load_columns(tmp_path / "x.csv", "u", "i", fmt="xlsx")
 
 
 # -- registry ---------------------------------------------------------------------------------------

@@ -211,3 +211,42 @@ def test_tagging_head_learns_a_separable_tag() -> None:
     with torch.no_grad():
         p = torch.sigmoid(net(torch.as_tensor(x[60:]))).numpy()
     assert mean_tag_auc(y[60:], p) > 0.8
+
+
+def test_wmf_tagging_features_never_see_test_clips(monkeypatch) -> None:
+    """segue/reproduce/dcue_table.py: no test clip's interaction reaches the WMF fit of the tagging row."""
+    import numpy as np
+    import pandas as pd
+
+    from segue.data.interactions import IdMap, Interactions
+    from segue.models.base import get_model_class
+    from segue.reproduce.dcue_table import wmf_tagging_features
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 12, 9
+    df = pd.DataFrame({"user": rng.integers(1, n_users + 1, 200), "item": rng.integers(1, n_items + 1, 200)})
+    df["weight"] = 1.0
+    df = df.drop_duplicates(["user", "item"])
+    full = Interactions(
+        df,
+        IdMap(np.array([f"u{i}" for i in range(n_users)]), "user"),
+        IdMap(np.array([f"c{i}" for i in range(n_items)]), "item"),
+        name="toy",
+    )
+    part = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2])  # clips 7..9 (internal ids) are test clips
+    assert np.isin(full.items, [7, 8, 9]).any()
+    WMF = get_model_class("wmf")
+    seen: list[np.ndarray] = []
+    real_fit = WMF.fit
+
+    def spy(self, train, *args, **kwargs):
+        seen.append(train.items.copy())
+        return real_fit(self, train, *args, **kwargs)
+
+    monkeypatch.setattr(WMF, "fit", spy)
+    feats = wmf_tagging_features(full, part, {"factors": 3, "iterations": 2, "seed": 0})
+    assert len(seen) == 1 and len(seen[0]) > 0
+    assert not np.isin(seen[0], [7, 8, 9]).any()  # no test clip's interaction
+    assert set(np.unique(seen[0])) <= {1, 2, 3, 4, 5, 6}
+    assert feats.shape == (n_items, 3)
+    assert np.all(feats[part == 2] == 0) and np.abs(feats[part != 2]).sum() > 0

@@ -104,3 +104,16 @@ def test_export_never_replaces_its_own_source(data: Interactions, tmp_path: Path
     with pytest.raises(ExportError, match="is not a segue export directory"):
         export_run(src, other, overwrite=True)
     assert (other / "weights.safetensors").exists()
+
+
+@pytest.mark.parametrize("kind", ["run", "export"])
+def test_a_kill_at_every_write_stage_leaves_the_old_or_new_directory_whole(kind: str, tmp_path: Path) -> None:
+    """``--overwrite`` copied as it is on disk just before each rename or delete (a kill there): the next
+    write's clean-up finds the old or the new directory, loadable, and no leftovers."""
+    from .test_runfiles import bench
+
+    outcomes = bench.kill_at_every_stage(kind, tmp_path)
+    assert len(outcomes) >= 4  # before and after each of the swap's renames and the old one's deletion
+    assert all(o.clean for o in outcomes), [o for o in outcomes if not o.clean]
+    found = {o.message.split(" the ")[-1].split(" ")[0] for o in outcomes}
+    assert found == {"old", "new"}  # stages before the swap find the old directory, those after it the new

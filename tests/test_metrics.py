@@ -377,3 +377,32 @@ def test_movielens_sized_batch_runs():
     # A random model: HR@10 ~ 10 / 3707 and AUC ~ 0.5.
     assert out["HR@10"] < 0.02
     assert out["AUC"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_authors_tie_rule_on_a_hand_case() -> None:
+    """thanhdtran/SDMR evaluator: the test item goes last among the candidates, ranked by np.argsort(-scores)."""
+    import numpy as np
+
+    from segue.evaluation.protocols import authors_tie_ranks
+
+    pos = np.array([0.5, 0.9, 0.9, 0.3])
+    neg = np.array(
+        [
+            [0.9, 0.1, 0.2],  # no tie: one negative above -> rank 2
+            [0.95, 0.9, 0.1],  # one tie; 4 candidates, numpy's small-array sort keeps the positive last -> 3
+            [0.9, 0.9, 0.9],  # all tied -> last of 4
+            [0.9, 0.3, 0.0],  # the tied negative is padding (dropped) -> rank 2 of 3 candidates
+        ]
+    )
+    valid = np.array([[1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 0]], dtype=bool)
+    assert authors_tie_ranks(pos, neg, valid).tolist() == [2, 3, 4, 3]
+    valid[3, 1] = False
+    assert authors_tie_ranks(pos, neg, valid)[3] == 2
+    # large tied lists: the rank is wherever numpy's argsort puts the last index, between the
+    # optimistic and the pessimistic rank (numpy's default sort is not stable there)
+    rng = np.random.default_rng(0)
+    big_neg = np.r_[rng.random(50), np.full(50, 0.5)][None, :]
+    r = int(authors_tie_ranks(np.array([0.5]), big_neg)[0])
+    above = int((big_neg > 0.5).sum())
+    assert above + 1 <= r <= above + 51
+    assert r == int(np.flatnonzero(np.argsort(-np.r_[big_neg[0], 0.5]) == 100)[0]) + 1

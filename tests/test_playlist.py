@@ -458,3 +458,18 @@ def test_real_playlist_datasets_load() -> None:
     assert len(y.group_maps["playlist"]) == 18139 and y.n_items == 9765
     pm = load_dataset("polimi-2018", REAL)
     assert len(pm) == 115553 and pm.n_items == 13536
+
+
+def test_masr_family_trains_against_the_hardest_negative_by_default() -> None:
+    """[CODE-HINT] thanhdtran/MASR ``_get_neg_pred``: MDR / MASS / MASR (and APR) default to ``max``; FISM keeps ``each``."""
+    from segue.models.playlist import AMASR, AMASS, AMDR, MASR, MASS, MDR
+    from segue.models.playlist_baselines import FISM
+    from segue.training.playlist import playlist_config
+
+    for cls in (MDR, MASS, MASR, AMDR, AMASS, AMASR):
+        assert cls.train_defaults["neg_reduce"] == "max", cls.name
+        assert playlist_config(cls).neg_reduce == "max"
+    assert playlist_config().neg_reduce == "max"
+    assert FISM.train_defaults["neg_reduce"] == "each"
+    assert playlist_config(FISM).neg_reduce == "each"
+    assert playlist_config(MDR, neg_reduce="each").loss_spec().neg_reduce == "each"  # the text's reading

@@ -430,3 +430,54 @@ def test_wmf_als_reaches_implicit_ndcg_on_ml100k() -> None:
     kw = {"ks": (20,), "metrics": ("NDCG",), "recall_denominator": "min_k"}
     a, b = evaluate(ours, test, **kw)["NDCG@20"], evaluate(ref, test, **kw)["NDCG@20"]
     assert abs(a - b) < 0.02 + 0.15 * max(a, b)
+
+
+def test_algorithm_2_never_draws_training_or_validation_positives() -> None:
+    """[CODE-HINT] thanhdtran/RME ``_make_prediction``: train and validation items are masked in the E-step."""
+    from segue.training.recipes import valid_positives
+
+    torch.manual_seed(0)
+    data = _toy_interactions()
+    rs = movielens_split(data, min_user=2, min_item=2)
+    sp_ = rs.split
+    valid = full_evalset(sp_, "valid")
+    n_u, n_i = sp_.train.n_users, sp_.train.n_items
+    vpos = valid_positives(valid, n_u, n_i)
+    assert vpos.nnz > 0
+    opts = {"factors": 4, "reg": 1.0, "max_iter": 3, "item_cap": None, "user_cap": None, "em_iter": 1, "tau": 3.0}
+    model = build_model("rme", n_u, n_i, opts)
+    fit(model, sp_.train, valid)  # segue.training.fit passes the dev positives as the mask
+    drawn = model.dislikes_.tocsr()
+    assert drawn.nnz > 0
+    liked = sp_.train.to_csr()
+    assert drawn.multiply(vpos).nnz == 0
+    assert drawn.multiply(liked).nnz == 0
+    # without the mask the same E-step (tau 3: most unobserved items drawn) does draw validation positives
+    state = model.init_state()
+    state.U[:], state.P[:] = 0.0, 0.0  # uniform over the unobserved items
+    gen = torch.Generator().manual_seed(0)
+    unmasked = model.draw_dislikes(state, liked, 3.0, gen)
+    assert unmasked.multiply(vpos).nnz > 0
+    masked = model.draw_dislikes(state, liked, 3.0, torch.Generator().manual_seed(0), vpos)
+    assert masked.multiply(vpos).nnz == 0 and masked.nnz > 0
+
+
+def test_lambda_scan_widens_past_the_grid_edge_until_interior() -> None:
+    """issue 16: lambda = 10 (the edge) was chosen everywhere; the scan goes on until the optimum is interior."""
+    from segue.reproduce.rme_table import REG_GRID, widen_reg
+
+    seen: list[float] = []
+
+    def peak_at(p: float):
+        def score(v: float) -> float:
+            seen.append(v)
+            return -abs(math.log10(v) - math.log10(p))
+
+        return score
+
+    log: list[dict] = []
+    assert widen_reg(peak_at(100.0), 2, log) == 100.0
+    assert {50.0, 100.0, 500.0} <= set(seen) and 1000.0 not in seen
+    assert log[-1] == {"axis": "reg", "chosen": 100.0, "interior": True}
+    seen.clear()
+    assert widen_reg(peak_at(1.0), 2, []) == 1.0 and max(seen) == max(REG_GRID)  # interior already: no widening

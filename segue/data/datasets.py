@@ -185,7 +185,10 @@ def _read_rows(data: bytes, label: str, names: Sequence[str], sep: str = ",", sk
             read_options=pcsv.ReadOptions(column_names=list(names), skip_rows=skip),
             parse_options=pcsv.ParseOptions(delimiter=sep, quote_char=False),
             convert_options=pcsv.ConvertOptions(
-                column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True
+                # only an empty field is missing: "nan", "NA" or "null" stay text, reported as such by _to_int
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=True,
+                null_values=[""],
             ),
         )
     except pa.ArrowInvalid as e:
@@ -224,8 +227,19 @@ def _to_int(col: pa.Array | Sequence[str], label: str, what: str, skip: int = 0)
         return pc.cast(pc.utf8_trim_whitespace(arr), pa.int64()).to_numpy()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
         ok = pc.match_substring_regex(pc.utf8_trim_whitespace(arr), r"^[+-]?\d+$")
-        bad = _first(pc.invert(pc.fill_null(ok, False)))
-        raise DataError(f"{label}: the {what} on line {bad + 1 + skip} is {arr[bad].as_py()!r}, not an integer.") from e
+        bad_mask = pc.invert(pc.fill_null(ok, False)).to_numpy(zero_copy_only=False)
+        if bad_mask.any():
+            bad = _first(bad_mask)
+            raise DataError(
+                f"{label}: the {what} on line {bad + 1 + skip} is {arr[bad].as_py()!r}, not an integer."
+            ) from e
+        # all digits, so one is too large for a 64-bit integer
+        trimmed = pc.utf8_trim_whitespace(arr)
+        long_ = np.flatnonzero(pc.utf8_length(trimmed).to_numpy(zero_copy_only=False) >= 19)
+        bad = next((int(i) for i in long_ if not -(2**63) <= int(trimmed[int(i)].as_py()) < 2**63), 0)
+        raise DataError(
+            f"{label}: the {what} on line {bad + 1 + skip} ({arr[bad].as_py()[:40]!r}) is too large for a 64-bit integer."
+        ) from e
 
 
 def _to_float(col: pa.Array, label: str, what: str, skip: int = 0) -> np.ndarray:
@@ -636,7 +650,7 @@ def _infer_format(path: Path) -> str:
     raise ConfigError(f"Cannot tell the format of {path.name}; pass fmt as one of {', '.join(_FORMATS)}.")
 
 
-def load_file(
+def load_columns(
     path: str | Path,
     user: str,
     item: str,
@@ -648,7 +662,10 @@ def load_file(
     context: Sequence[str] = (),
     name: str | None = None,
 ) -> Interactions:
-    """Load any interaction file with a header: CSV, TSV, Parquet or a RecBole atomic ``.inter`` file.
+    """Load any interaction file with a header, naming its columns: CSV, TSV, Parquet or a RecBole ``.inter`` file.
+
+    The user-facing reader of the four data shapes is :func:`segue.data.files.load_file`; this
+    lower-level one takes explicit column names and groups (and reads RecBole atomic files).
 
     The format comes from the extension (``.csv``, ``.tsv``/``.txt``, ``.parquet``,
     ``.inter``; a ``.gz`` suffix is allowed) unless ``fmt`` says otherwise; ``sep``
@@ -804,17 +821,26 @@ def load_dataset(
 
 
 def describe(
-    name_or_interactions: str | Interactions, data_dir: str | Path | None = None, download: bool = False
+    name_or_interactions: str | Interactions,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    *,
+    synthetic_time: bool | None = None,
 ) -> dict[str, Any]:
-    """:meth:`Interactions.describe` (users, items, rows, density, time span) plus group counts and sizes."""
+    """:meth:`Interactions.describe` (users, items, rows, density, time span) plus group counts and sizes.
+
+    ``synthetic_time`` says the timestamps only order events (default: what the dataset's spec says).
+    """
     data = (
         name_or_interactions
         if isinstance(name_or_interactions, Interactions)
         else load_dataset(name_or_interactions, data_dir, download=download, progress=False)
     )
     out = data.describe()
-    spec = _REGISTRY.get(data.name)
-    if spec is not None and spec.synthetic_time and "time_min" in out:
+    if synthetic_time is None:
+        spec = _REGISTRY.get(data.name)
+        synthetic_time = spec is not None and spec.synthetic_time
+    if synthetic_time and "time_min" in out:
         del out["time_min"], out["time_max"]
         out["time"] = "synthetic: orders events only"
     for kind in data.group_maps:
@@ -840,8 +866,8 @@ __all__ = [
     "instacart_timestamps",
     "is_present",
     "list_datasets",
+    "load_columns",
     "load_dataset",
-    "load_file",
     "load_instacart_sample",
     "load_lastfm1k414",
     "load_lastfm2k",

@@ -304,7 +304,11 @@ def load_session_rec(path: str | Path | Sequence[str | Path]) -> pd.DataFrame:
 
 
 def log_from_interactions(data: Interactions, context: Sequence[str] = ()) -> pd.DataFrame:
-    """A listening log from an interaction table with timestamps (raw ids; named context columns kept)."""
+    """A listening log from an interaction table with timestamps (raw ids; named context columns kept).
+
+    A ``session`` grouping (e.g. from :func:`segue.data.files.load_file` on a listening log) becomes
+    the log's ``session`` column, which :func:`build_sessions` reads with ``use_session_ids=True``.
+    """
     if not data.has_time:
         raise DataError(f"{data.name} has no timestamps, so it cannot be cut into sessions.")
     frame = pd.DataFrame(
@@ -314,6 +318,8 @@ def log_from_interactions(data: Interactions, context: Sequence[str] = ()) -> pd
             "timestamp": data.df["timestamp"].to_numpy(np.float64),
         }
     )
+    if "session" in data.group_maps:
+        frame["session"] = data.group_maps["session"].to_raw(data.df["session"].to_numpy())
     for c in context:
         if c not in data.df.columns:
             raise DataError(f"{data.name} has no column {c!r}.")

@@ -5,7 +5,8 @@ function               protocol
 =====================  ===============================================================
 :func:`leave_one_out`  each user's last item (by time; random when there is no time)
                        is the test item, one random remaining item the dev item
-                       (SDMR / NCF / MASR general task)
+                       (SDMR / NCF / MASR general task; ``dev_rule="last"``: the
+                       second-to-last item)
 :func:`group_holdout`  per playlist (or basket, session): 2 random member items held
                        out, one test and one dev (MASR playlist protocol)
 :func:`temporal_split` global chronological 70/10/20 (QUALSE / RME), or per user
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from segue.data.interactions import GROUP_COLUMNS, Interactions
-from segue.errors import DataError
+from segue.errors import ConfigError, DataError
 
 ShortPolicy = Literal["error", "drop", "train"]
 
@@ -89,15 +90,24 @@ def leave_one_out(
     dev: bool = True,
     by_time: bool = True,
     short: ShortPolicy = "error",
+    dev_rule: str = "random",
 ) -> Split:
-    """Leave-last-out test item per user and (optionally) one random dev item per user.
+    """Leave-last-out test item per user and (optionally) one dev item per user.
 
     The test item is the user's latest interaction when the table has timestamps and
     ``by_time`` is set (ties broken by file order), otherwise a random one. The dev item
-    is drawn uniformly from the user's remaining items. Users need 3 interactions (2
+    is drawn uniformly from the user's remaining items (``dev_rule="random"``, the SDMR/NCF
+    protocol), or is the second-to-last one (``dev_rule="last"``, which needs the time order).
+    Users need 3 interactions (2
     without ``dev``); shorter users raise, are dropped, or stay wholly in train according
     to ``short``.
     """
+    if dev_rule not in ("random", "last"):
+        raise ConfigError(f"The dev rule must be random or last, got {dev_rule!r}.")
+    if dev and dev_rule == "last" and not (by_time and data.has_time):
+        raise ConfigError(
+            f"{data.name} has no timestamps, so there is no second-to-last item to hold out; use the random dev rule."
+        )
     need = 3 if dev else 2
     rng = np.random.default_rng(seed)
     data, eligible = _handle_short(data, "user", need, short, "leave-one-out" + (" with a dev item" if dev else ""))
@@ -116,7 +126,9 @@ def leave_one_out(
         pos = _random_rank(users, rng)
     is_test = (pos == 0) & eligible
     is_dev = np.zeros(n, dtype=bool)
-    if dev:
+    if dev and dev_rule == "last":
+        is_dev = (pos == 1) & eligible
+    elif dev:
         # among the rest (pos >= 1), a random one per user
         rest = np.flatnonzero((pos >= 1) & eligible)
         rank = _random_rank(users[rest], rng)
@@ -127,7 +139,13 @@ def leave_one_out(
         valid=data.take(is_dev, "valid") if dev else None,
         test=data.take(is_test, "test"),
         name="leave-one-out",
-        params={"seed": seed, "dev": dev, "by_time": bool(by_time and data.has_time), "short": short},
+        params={
+            "seed": seed,
+            "dev": dev,
+            "by_time": bool(by_time and data.has_time),
+            "short": short,
+            **({"dev_rule": "last"} if dev and dev_rule == "last" else {}),
+        },
     )
 
 

@@ -71,6 +71,7 @@ __all__ = [
     "evaluate_scores",
     "mean_metrics",
     "rank_positives",
+    "tied_rows",
 ]
 
 #: Metrics that take a cut-off k, and those that take none (``MRR`` also accepts ``MRR@k``).
@@ -224,6 +225,23 @@ def rank_positives(scores: Tensor, positive: Tensor, valid: Tensor | None = None
     # float32 holds every integer rank exactly up to 2**24 candidates.
     ranks = ranks.to(torch.float32 if n_cand < 1 << 24 else torch.float64).masked_fill(pad, math.inf)
     return ranks, n_pos, n_neg
+
+
+def tied_rows(scores: Tensor, positive: Tensor, valid: Tensor | None = None) -> Tensor:
+    """``(B,)`` bool: rows in which some positive has exactly the score of some valid negative.
+
+    These are the rows whose ranks the pessimistic tie rule (module docstring) lowers; their
+    share is the ``tie_rate`` that every evaluation reports.
+    """
+    positive = positive.to(device=scores.device, dtype=torch.bool)
+    neg = ~positive if valid is None else valid.to(device=scores.device, dtype=torch.bool) & ~positive
+    s = scores if scores.is_floating_point() else scores.to(torch.float64)
+    n_neg = _row_sum(neg)
+    negs = s.masked_fill(~neg, math.inf).sort(dim=1).values  # valid negatives first, ascending
+    pos = s.masked_fill(~positive, math.nan).contiguous()
+    idx = torch.searchsorted(negs, pos.nan_to_num(nan=math.inf)).clamp(max=max(0, negs.shape[1] - 1))
+    found = negs.gather(1, idx) if negs.shape[1] else torch.zeros_like(pos)
+    return ((found == pos) & (idx < n_neg[:, None]) & positive.any(1, keepdim=True)).any(1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,7 +27,21 @@ Named protocols (``PROTOCOLS``):
 ``basket-holdout``  SDMR basket task (A.1.2, A.6): baskets of 5..20 items, one random item of
                     each basket for test and one for dev, the rest of the basket (its
                     training items) as the context, 100 sampled negatives per case
+``playlist-holdout`` MASR playlist continuation (M.9, M.10): playlists of 5..65 songs, one
+                    random song of each playlist for test and one for dev, one case per
+                    playlist (``users`` = playlist ids, ``context.group`` = its training
+                    songs), 100 negatives from the training songs outside the playlist
 ==================  ======================================================================
+
+Each protocol states its dev-item rule in ``Protocol.dev_rule`` (``segue train`` prints it).
+``get_protocol(..., dev="last")`` makes the leave-last-out protocols hold out each user's
+second-to-last item for dev instead of a random earlier one.
+
+Every :func:`evaluate` also returns ``tie_rate``: the share of cases in which some positive ties
+with a candidate negative. Such ties are broken against the model (pessimistic ranks, see
+:mod:`segue.evaluation.metrics`), so a high tie rate means the metrics understate a model that
+scores many items alike (item-kNN on sparse data); :func:`tie_diagnostic` gives the optimistic
+bound.
 """
 
 from __future__ import annotations
@@ -42,13 +56,15 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from segue.data.groups import member_matrix, playlist_matrix
 from segue.data.interactions import Interactions
+from segue.data.playlists import preprocess_playlists
 from segue.data.preprocess import filter_groups
 from segue.data.sampling import NegativeSampler
 from segue.data.sequences import group_members, last_items
 from segue.data.splits import Split, group_holdout, leave_one_out, random_split, temporal_split
 from segue.errors import ConfigError, DataError
-from segue.evaluation.metrics import compute_metrics, rank_positives
+from segue.evaluation.metrics import compute_metrics, rank_positives, tied_rows
 from segue.models.base import Context, Recommender, check_scores
 from segue.training.distributed import eval_shard, gather_cases, reduce_means
 
@@ -152,8 +168,9 @@ class EvalSet:
                     context=Context(**ctx) if ctx else None,
                     meta=json.loads(str(z["meta"])),
                 )
-        except (OSError, KeyError, ValueError) as e:
-            raise DataError(f"Evaluation set {path} is unreadable or incomplete ({e}).") from e
+        except Exception as e:  # zip, zlib, JSON, shape or key errors: the file is damaged, whatever the kind
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise DataError(f"Evaluation set {path} is unreadable or incomplete ({first}).") from e
 
 
 def _cases(part: Interactions, train: Interactions, require_history: bool) -> tuple[np.ndarray, sp.csr_matrix]:
@@ -263,6 +280,72 @@ def group_evalset(
     )
 
 
+def playlist_evalset(split: Split, part: str = "test", *, n_negatives: int = 100, seed: int = 0) -> EvalSet:
+    """One case per playlist of ``part`` (spec M.10): held-out song + ``n_negatives`` fixed negatives; members in context.
+
+    ``EvalSet.users`` holds **playlist ids**; the negatives are distinct songs of the training vocabulary
+    outside the playlist (train, dev and test); cases whose song never occurs in training are dropped.
+    """
+    data: Interactions | None = getattr(split, part)
+    if data is None or len(data) == 0:
+        raise DataError(f"The split has no {part} part.")
+    if "playlist" not in data.group_maps:
+        raise DataError(f"{data.name} has no playlist grouping.")
+    n_p = len(data.group_maps["playlist"])
+    train = split.train
+    vocab = np.flatnonzero(train.item_counts() > 0)
+    known = playlist_matrix(train, n_p)
+    for other in (split.valid, split.test):
+        if other is not None:
+            known = known + playlist_matrix(other, n_p)
+    known = known.tocsr()
+    pl = data.df["playlist"].to_numpy()
+    tg = data.df["item"].to_numpy()
+    seen_in_train = np.isin(tg, vocab)
+    rows = first_per_group(pl, seen_in_train)  # one held-out song per playlist (M.10)
+    pl, tg = pl[rows], tg[rows]
+    if len(pl) == 0:
+        raise DataError(f"No {part} song of any playlist occurs in training.")
+    rng = np.random.default_rng(seed)
+    negs = np.zeros((len(pl), n_negatives), dtype=np.int64)
+    for r, p in enumerate(pl):
+        avoid = known.indices[known.indptr[p] : known.indptr[p + 1]]
+        pool_size = len(vocab) - np.isin(vocab, avoid, assume_unique=False).sum()
+        if pool_size < n_negatives:
+            raise DataError(f"Playlist {p} has only {pool_size} candidate negatives, fewer than {n_negatives}.")
+        got: list[int] = []
+        avoid_set = set(avoid.tolist())
+        while len(got) < n_negatives:
+            for c in rng.choice(vocab, size=2 * n_negatives, replace=False).tolist():
+                if c not in avoid_set:
+                    avoid_set.add(c)
+                    got.append(c)
+                    if len(got) == n_negatives:
+                        break
+        negs[r] = got
+    members = member_matrix(train, n_p)
+    targets = sp.csr_matrix((np.ones(len(pl), np.float32), (np.arange(len(pl)), tg)), shape=(len(pl), data.n_items + 1))
+    meta: dict[str, Any] = {
+        "kind": "sampled",
+        "part": part,
+        "n_negatives": n_negatives,
+        "seed": seed,
+        "split": split.name,
+        "split_params": split.params,
+        "query": "playlist",
+        "dropped_unseen_targets": int((~seen_in_train).sum()),
+    }
+    return EvalSet(
+        users=pl.astype(np.int64),
+        targets=targets,
+        candidates=np.concatenate([tg[:, None], negs], axis=1),
+        n_pos=np.ones(len(pl), dtype=np.int64),
+        exclude=None,
+        context=Context(group=torch.as_tensor(members[pl])),
+        meta=meta,
+    )
+
+
 def full_evalset(split: Split, part: str = "test", *, require_history: bool = True) -> EvalSet:
     """Each user's positives in ``part`` ranked against every item not in their train (or dev) set."""
     data = getattr(split, part)
@@ -293,6 +376,9 @@ def evaluate(
     per_case: bool = False,
 ) -> dict[str, Any]:
     """Mean metrics of ``model`` on ``evalset`` (and the per-case values when ``per_case``).
+
+    ``tie_rate`` is always added: the share of cases in which a positive ties with a candidate
+    negative (ties count against the model; see :func:`segue.evaluation.metrics.tied_rows`).
 
     Under torch.distributed (two or more ranks) each rank scores a contiguous block of the cases and the
     means are reduced exactly over all of them (segue/training/distributed.py); every rank gets the result.
@@ -337,6 +423,7 @@ def evaluate(
                 ranks, n_pos, n_neg, ks=ks, metrics=metrics, recall_denominator=recall_denominator
             ).items():
                 rows.setdefault(key, []).append(val.double())
+            rows.setdefault("tie_rate", []).append(tied_rows(scores.cpu(), positive.cpu(), valid.cpu()).double())
     finally:
         model.train(was_training)
     per = {k: torch.cat(v) for k, v in rows.items()}
@@ -361,18 +448,42 @@ def _score_candidates(model: Recommender, evalset: EvalSet, sl: slice) -> tuple[
 
 
 @torch.no_grad()
+def authors_tie_ranks(pos: np.ndarray, neg: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """1-based ranks of the positives under the SDMR / NeuMF authors' evaluator (an explanation, never our result).
+
+    thanhdtran/SDMR evaluator.py ``eval_one_rating`` appends the test item **after** the sampled
+    negatives and ranks with ``np.argsort(-predictions)``, numpy's default unstable sort: how a tied
+    positive lands among its ties depends on numpy's sort (insertion sort below 17 candidates keeps
+    it last, i.e. pessimistic; the larger introsort / SIMD sorts may move it up, i.e. optimistic).
+    ``pos`` (n,), ``neg`` (n, C) scores; ``valid`` (n, C) False for padding negatives (dropped, as the
+    authors drop negatives unseen in training). Ours is always pessimistic (see :func:`evaluate`).
+    """
+    pos = np.asarray(pos, dtype=np.float64)
+    neg = np.asarray(neg, dtype=np.float64)
+    if neg.ndim != 2 or pos.shape != (neg.shape[0],):
+        raise DataError(f"authors_tie_ranks needs pos (n,) and neg (n, C), got {pos.shape} and {neg.shape}.")
+    ranks = np.empty(len(pos), dtype=np.int64)
+    for i in range(len(pos)):
+        kept = neg[i] if valid is None else neg[i][np.asarray(valid[i], dtype=bool)]
+        predictions = np.concatenate([kept, pos[i : i + 1]])
+        order = np.argsort(-predictions)  # numpy's default kind, as the authors' evaluator
+        ranks[i] = int(np.flatnonzero(order == len(kept))[0]) + 1
+    return ranks
+
+
 def tie_diagnostic(model: Recommender, evalset: EvalSet, *, k: int = 10, batch_size: int = 1024) -> dict[str, float]:
     """What pessimistic tie-breaking costs ``model`` on a sampled set with one positive per case.
 
     Returns the share of cases whose positive ties with at least one negative, the mean number
-    of tied negatives, and HR@k / NDCG@k had every tie been broken in the positive's favour
-    (optimistic ranks; :func:`evaluate` always uses pessimistic ones).
+    of tied negatives, HR@k / NDCG@k had every tie been broken in the positive's favour
+    (optimistic ranks; :func:`evaluate` always uses pessimistic ones), and HR@k / NDCG@k under the
+    authors' evaluator's tie rule (``_authors``, :func:`authors_tie_ranks`), an explanation column.
     """
     if evalset.candidates is None or evalset.n_pos is None or int(evalset.n_pos.max()) != 1:
         raise DataError("tie_diagnostic needs a sampled evaluation set with one positive per case.")
     was_training = model.training
     model.eval()
-    tied, n_tied, hr, ndcg = [], [], [], []
+    tied, n_tied, hr, ndcg, a_rank = [], [], [], [], []
     try:
         for start in range(0, len(evalset), batch_size):
             sl = slice(start, start + batch_size)
@@ -385,13 +496,17 @@ def tie_diagnostic(model: Recommender, evalset: EvalSet, *, k: int = 10, batch_s
             n_tied.append(ties.double())
             hr.append((rank <= k).double())
             ndcg.append(torch.where(rank <= k, 1 / torch.log2(rank.double() + 1), 0.0))
+            a_rank.append(authors_tie_ranks(pos[:, 0].numpy(), neg.numpy(), valid[:, 1:].numpy()))
     finally:
         model.train(was_training)
+    ar = np.concatenate(a_rank)
     return {
         "tied_share": float(torch.cat(tied).double().mean()),
         "mean_tied_negatives": float(torch.cat(n_tied).mean()),
         f"HR@{k}_optimistic": float(torch.cat(hr).mean()),
         f"NDCG@{k}_optimistic": float(torch.cat(ndcg).mean()),
+        f"HR@{k}_authors": float(np.mean(ar <= k)),
+        f"NDCG@{k}_authors": float(np.mean(np.where(ar <= k, 1 / np.log2(ar + 1.0), 0.0))),
     }
 
 
@@ -411,12 +526,17 @@ class Protocol:
     description: str = ""
     context: str = "history"  # "basket" etc.: group cases whose context is the rest of the group
     dedup_on: tuple[str, ...] = ("user", "item")
+    dev_rule: str = ""  # which item(s) the dev set holds, in words (printed by ``segue train``)
 
     def split(self, data: Interactions) -> Split:
         return self.split_fn(data)
 
     def evalsets(self, split: Split) -> tuple[EvalSet | None, EvalSet]:
-        if self.context != "history":
+        if self.context == "playlist":
+            n = self.n_negatives
+            valid = None if split.valid is None else playlist_evalset(split, "valid", n_negatives=n, seed=self.seed + 1)
+            test = playlist_evalset(split, "test", n_negatives=n, seed=self.seed + 2)
+        elif self.context != "history":
             n, g = self.n_negatives, self.context
             valid = (
                 None
@@ -448,28 +568,47 @@ class Protocol:
             "ks": list(self.ks),
             "metrics": list(self.metrics),
             "context": self.context,
+            "dev_rule": self.dev_rule,
         }
 
 
-def get_protocol(name: str, *, seed: int = 0, n_negatives: int | None = None, short: str = "error") -> Protocol:
-    """Build a named protocol (see the module docstring)."""
+_LOO_DEV = {
+    "random": "one random earlier item per user (not the second-to-last; --dev last for that)",
+    "last": "each user's second-to-last item (--dev last)",
+}
+
+
+def get_protocol(
+    name: str, *, seed: int = 0, n_negatives: int | None = None, short: str = "error", dev: str = "random"
+) -> Protocol:
+    """Build a named protocol (see the module docstring).
+
+    ``dev="last"`` holds out each user's second-to-last item as the dev item under the
+    leave-last-out protocols (default ``"random"``: a random earlier item, the SDMR/NCF rule).
+    """
+    if dev not in ("random", "last"):
+        raise ConfigError(f"The dev rule must be random or last, got {dev!r}.")
+    if dev == "last" and name not in ("loo-sampled", "loo-full") and name in PROTOCOLS:
+        raise ConfigError(f"--dev last applies to the leave-last-out protocols (loo-sampled, loo-full), not to {name}.")
     if name == "loo-sampled":
         return Protocol(
             name,
-            lambda d: leave_one_out(d, seed=seed, short=short),
+            lambda d: leave_one_out(d, seed=seed, short=short, dev_rule=dev),
             "sampled",
             n_negatives or 100,
             seed,
-            description="leave-last-out, 1 random dev item, 100 negatives",
+            description=f"leave-last-out, 1 {'second-to-last' if dev == 'last' else 'random'} dev item, 100 negatives",
+            dev_rule=_LOO_DEV[dev],
         )
     if name == "loo-full":
         return Protocol(
             name,
-            lambda d: leave_one_out(d, seed=seed, short=short),
+            lambda d: leave_one_out(d, seed=seed, short=short, dev_rule=dev),
             "full",
             0,
             seed,
-            description="leave-last-out, 1 random dev item, all items ranked",
+            description=f"leave-last-out, 1 {'second-to-last' if dev == 'last' else 'random'} dev item, all items ranked",
+            dev_rule=_LOO_DEV[dev],
         )
     if name == "temporal-sampled":
         return Protocol(
@@ -481,6 +620,7 @@ def get_protocol(name: str, *, seed: int = 0, n_negatives: int | None = None, sh
             ks=(1, 10, 20, 50, 100),
             metrics=("HIT", "NDCG"),
             description="global temporal 70/10/20, all test items + 1,000 negatives",
+            dev_rule="the 10% of interactions just before the test period (global time cut)",
         )
     if name == "temporal-sampled-per-user":
         return Protocol(
@@ -492,6 +632,7 @@ def get_protocol(name: str, *, seed: int = 0, n_negatives: int | None = None, sh
             ks=(1, 10, 20, 50, 100),
             metrics=("HIT", "NDCG"),
             description="per-user chronological 70/10/20 (data without timestamps: by position), 1,000 negatives",
+            dev_rule="the 10% of each user's sequence just before their test items",
         )
     if name == "temporal-full":
         return Protocol(
@@ -504,6 +645,7 @@ def get_protocol(name: str, *, seed: int = 0, n_negatives: int | None = None, sh
             metrics=("Recall", "NDCG", "MAP"),
             recall_denominator="min_k",
             description="global temporal 70/10/20, full ranking",
+            dev_rule="the 10% of interactions just before the test period (global time cut)",
         )
     if name == "random-full":
         return Protocol(
@@ -516,6 +658,7 @@ def get_protocol(name: str, *, seed: int = 0, n_negatives: int | None = None, sh
             metrics=("Recall", "NDCG", "MAP"),
             recall_denominator="min_k",
             description="random 70/10/20 rows, full ranking",
+            dev_rule="a random 10% of the rows",
         )
     if name == "basket-holdout":
         return Protocol(
@@ -529,6 +672,19 @@ def get_protocol(name: str, *, seed: int = 0, n_negatives: int | None = None, sh
             description="baskets of 5..20 items, 1 test + 1 dev item per basket, rest of basket = context",
             context="basket",
             dedup_on=("basket", "item"),
+            dev_rule="one random item of each basket (another than the test item)",
+        )
+    if name == "playlist-holdout":
+        return Protocol(
+            name,
+            lambda d: group_holdout(preprocess_playlists(d, seed=seed), group="playlist", seed=seed),
+            "sampled",
+            n_negatives or 100,
+            seed,
+            description="playlists of 5..65 songs (M.9), 1 test + 1 dev song per playlist, 100 negatives (M.10)",
+            context="playlist",
+            dedup_on=("playlist", "item"),
+            dev_rule="one random song of each playlist (another than the test song)",
         )
     raise ConfigError(f"Unknown protocol {name!r}; known protocols: {', '.join(PROTOCOLS)}.")
 
@@ -541,4 +697,5 @@ PROTOCOLS = (
     "temporal-full",
     "random-full",
     "basket-holdout",
+    "playlist-holdout",
 )

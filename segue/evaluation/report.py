@@ -26,10 +26,10 @@ import torch
 
 
 def environment() -> dict[str, Any]:
-    import segue
+    from segue.version import __version__
 
     return {
-        "segue": segue.__version__,
+        "segue": __version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),

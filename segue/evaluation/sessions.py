@@ -16,7 +16,13 @@ candidate tied with the target is ranked above it, so the rank is
   default ``relevant="played"``). ``Track mAP K=k`` = average precision over the candidate list
   (``MAP@K`` of metrics.py with K = the list length), ``Track Rec@10 K=k`` = the fraction of the
   relevant candidates in the top 10 (``Recall@10``). Sessions without a relevant candidate are
-  excluded and counted.
+  excluded and counted. Tracks without a vector (below the embedding's ``min_count``) cannot be
+  scored: they would all score exactly 0 and, under pessimistic ties, push relevant tracks down.
+  By default (``vectorless="drop"``) they are dropped from the K most recent tracks before
+  ranking, and the share of candidates and of relevant candidates dropped is reported
+  (``track_vectorless``); ``vectorless="keep"`` ranks them (the earlier behaviour).
+* Session ranking is also reported on the evaluated sessions whose window is full (K
+  candidates): ``Sess MRR K=k (full window)`` and ``Sess Rank K=k (full window)``.
 * Averages are micro-averages over (user, test session) pairs (A.7 [AMBIG] default).
 
 Build the candidate sets once per split with :func:`build_session_eval`, then score any number
@@ -64,6 +70,8 @@ class SessionEval:
     track_cands: dict[int, np.ndarray] = field(default_factory=dict)  # K -> (M_K, K) track ids, 0 pad
     track_pos: dict[int, np.ndarray] = field(default_factory=dict)  # K -> (M_K, K) bool relevant
     track_excluded: dict[int, int] = field(default_factory=dict)
+    #: K -> counts of the dropped vectorless tracks: candidates / of all candidates, relevant / of all relevant
+    track_vectorless: dict[int, dict[str, int]] = field(default_factory=dict)
 
 
 def build_session_eval(
@@ -72,8 +80,15 @@ def build_session_eval(
     session_ks: Sequence[int] = SESSION_KS,
     track_ks: Sequence[int] = TRACK_KS,
     relevant: str = "played",
+    vectorless: str = "drop",
 ) -> SessionEval:
-    """Candidate sets for the session rows ``rows`` (those without a played target are dropped)."""
+    """Candidate sets for the session rows ``rows`` (those without a played target are dropped).
+
+    ``vectorless="drop"`` ranks only the tracks that have a vector (see the module docstring).
+    """
+    if vectorless not in ("drop", "keep"):
+        raise DataError(f"vectorless must be 'drop' or 'keep', got {vectorless!r}.")
+    has_vector = np.linalg.norm(inputs.vectors, axis=1) > 0.5
     d = inputs.data
     rows = np.asarray(rows, dtype=np.int64)
     rows = rows[inputs.has_target[rows]]
@@ -96,6 +111,7 @@ def build_session_eval(
     kmax = max(track_ks)
     per_k: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {k: [] for k in track_ks}
     excluded = dict.fromkeys(track_ks, 0)
+    dropped = {k: {"candidates": 0, "candidates_total": 0, "relevant": 0, "relevant_total": 0} for k in track_ks}
     for u in np.unique(d.user[rows]):
         recent: OrderedDict[int, None] = OrderedDict()
         for i in range(d.offsets[u - 1], d.offsets[u]):
@@ -105,6 +121,14 @@ def build_session_eval(
                 for k in track_ks:
                     cand = hist[:k]
                     pos = np.fromiter((t in rel for t in cand), dtype=bool, count=len(cand))
+                    if vectorless == "drop":
+                        vec = has_vector[cand]
+                        c = dropped[k]
+                        c["candidates"] += int((~vec).sum())
+                        c["candidates_total"] += len(cand)
+                        c["relevant"] += int((pos & ~vec).sum())
+                        c["relevant_total"] += int(pos.sum())
+                        cand, pos = cand[vec], pos[vec]
                     if pos.any():
                         per_k[k].append((int(np.searchsorted(rows, i)), cand, pos))
                     else:
@@ -122,6 +146,8 @@ def build_session_eval(
             p[j, : len(pos)] = pos
         ev.track_cands[k], ev.track_pos[k] = c, p
         ev.track_excluded[k] = excluded[k]
+        if vectorless == "drop":
+            ev.track_vectorless[k] = dropped[k]
     return ev
 
 
@@ -146,6 +172,7 @@ def per_session_metrics(u: np.ndarray, ev: SessionEval) -> dict[str, tuple[np.nd
         out[f"Sess Rank K={k}"] = (all_idx, ranks[:, 0].double().numpy())
         full = (cands >= 0).all(1)
         out[f"Sess MRR K={k} (full window)"] = (all_idx[full], m["MRR"].double().numpy()[full])
+        out[f"Sess Rank K={k} (full window)"] = (all_idx[full], ranks[:, 0].double().numpy()[full])
     for k, cands in ev.track_cands.items():
         idx = ev.track_rows[k]
         if len(idx) == 0:
@@ -209,6 +236,10 @@ def evaluate_sessions(u: np.ndarray, ev: SessionEval, groups: Mapping[str, np.nd
         **{f"track-ranked K={k}": len(ev.track_rows[k]) for k in ev.track_rows},
         **{f"no relevant candidate K={k}": ev.track_excluded[k] for k in ev.track_excluded},
     }
+    for k, c in ev.track_vectorless.items():
+        out["counts"][f"vectorless candidates dropped K={k}"] = c["candidates"]
+        out["counts"][f"vectorless share of candidates K={k}"] = c["candidates"] / max(1, c["candidates_total"])
+        out["counts"][f"vectorless share of relevant K={k}"] = c["relevant"] / max(1, c["relevant_total"])
     if groups:
         fig5 = [k for k in ("Cosine", "Sess MRR K=50", "Track mAP K=100", "Track Rec@10 K=100") if k in per]
         br: dict[str, dict[str, dict[str, float]]] = {}

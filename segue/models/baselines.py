@@ -83,6 +83,12 @@ class ItemKNN(Recommender):
 
     Cosine similarity between the binary item columns of the user-item matrix, with an
     optional shrinkage term ``shrink`` in the denominator; self-similarity is zero.
+
+    Ties: on sparse data most candidates share no neighbour with the user's items and score 0,
+    and the evaluator ranks a held-out item below every negative it ties with. The item-kNN
+    baselines of the literature do not break ties by popularity (RecBole shuffles scores before
+    top-k, i.e. breaks them at random), so neither does this model: every evaluation reports
+    ``tie_rate`` instead, and :func:`segue.evaluation.protocols.tie_diagnostic` the optimistic bound.
     """
 
     name: ClassVar[str] = "itemknn"

@@ -32,6 +32,9 @@ class FISM(PlaylistModel):
     """Factored item similarity over the playlist's member songs, BPR-trained (playlist neighbourhood)."""
 
     name: ClassVar[str] = "fism"
+    #: FISM is a baseline, not the MASR authors' model: one BPR term per negative (the text's loss),
+    #: not the MASR family's hardest-negative [CODE-HINT] default.
+    train_defaults: ClassVar[dict[str, Any]] = {**PlaylistModel.train_defaults, "neg_reduce": "each"}
 
     @dataclass
     class Config:

@@ -472,6 +472,8 @@ class RME(_DotModel):
 
     name: ClassVar[str] = "rme"
     trainable: ClassVar[bool] = False
+    #: segue.training.fit passes the dev positives as ``dislike_mask`` (Algorithm 2 never draws them)
+    masks_valid_items: ClassVar[bool] = True
 
     @dataclass
     class Config:
@@ -636,10 +638,28 @@ class RME(_DotModel):
             prev = obj
 
     # -- Algorithm 2 -------------------------------------------------------------------------------
-    def draw_dislikes(self, s: RMEState, liked: sp.csr_matrix, tau: float, generator: torch.Generator) -> sp.csr_matrix:
-        """E-step of Algorithm 2: ``int(tau * |I_u|)`` draws per user from ``softmax(-P a_u)`` over unobserved items."""
+    def draw_dislikes(
+        self,
+        s: RMEState,
+        liked: sp.csr_matrix,
+        tau: float,
+        generator: torch.Generator,
+        mask: sp.spmatrix | None = None,
+    ) -> sp.csr_matrix:
+        """E-step of Algorithm 2: ``int(tau * |I_u|)`` draws per user from ``softmax(-P a_u)`` over unobserved items.
+
+        ``mask`` (same shape as ``liked``) holds further items never drawn, e.g. the validation positives
+        ([CODE-HINT] thanhdtran/RME rme_rec.py ``_make_prediction(..., vad_data=vad_data)`` sets the scores of
+        training and validation items to +inf before the softmax). The number of draws counts liked items only.
+        """
         liked = _binary(liked)
         counts = np.diff(liked.indptr)
+        observed = liked
+        if mask is not None:
+            if mask.shape != liked.shape:
+                raise DataError(f"The dislike mask has shape {mask.shape} but the training matrix {liked.shape}.")
+            observed = _binary(liked + _binary(sp.csr_matrix(mask)))
+        n_obs = np.diff(observed.indptr)
         ns = n_dislike_draws(counts, tau)
         n_rows, n_cols = liked.shape
         P = torch.from_numpy(np.asarray(s.P, dtype=np.float64))
@@ -652,10 +672,10 @@ class RME(_DotModel):
                 continue
             scores = torch.from_numpy(np.asarray(s.U[r0:r1], dtype=np.float64)) @ P.T
             # a user who liked every item has nothing to draw from
-            active = np.flatnonzero((need > 0) & (counts[r0:r1] < n_cols - 1))
+            active = np.flatnonzero((need > 0) & (n_obs[r0:r1] < n_cols - 1))
             if len(active) == 0:
                 continue
-            probs = dislike_probabilities(scores[torch.from_numpy(active)], liked[r0:r1][active])
+            probs = dislike_probabilities(scores[torch.from_numpy(active)], observed[r0:r1][active])
             draws = torch.multinomial(probs, int(need[active].max()), replacement=True, generator=generator).numpy()
             keep = np.arange(draws.shape[1])[None, :] < need[active][:, None]
             rows_out.append(np.broadcast_to((r0 + active)[:, None], draws.shape)[keep])
@@ -665,8 +685,17 @@ class RME(_DotModel):
         r, cc = np.concatenate(rows_out), np.concatenate(cols_out)
         return _binary(sp.csr_matrix((np.ones(len(r)), (r, cc)), shape=liked.shape))
 
-    def _fit_inferred(self, mats: RMEMatrices, monitor: Monitor | None, log: list[dict[str, Any]]) -> RMEState:
-        """Algorithm 2: WMF first, then E/M steps while validation NDCG@k improves (X and Z built once)."""
+    def _fit_inferred(
+        self,
+        mats: RMEMatrices,
+        monitor: Monitor | None,
+        log: list[dict[str, Any]],
+        mask: sp.spmatrix | None = None,
+    ) -> RMEState:
+        """Algorithm 2: WMF first, then E/M steps while validation NDCG@k improves (X and Z built once).
+
+        ``mask``: items never drawn as dislikes besides the training items (the validation positives).
+        """
         c = self.config
         wmf_solver = self.make_solver(RMEMatrices(mats.M))
         state, _, _ = self.run_als(wmf_solver, monitor, log, stage="em0-wmf", separate=False)
@@ -674,7 +703,7 @@ class RME(_DotModel):
         best: RMEState | None = None
         prev = 0.0
         for em in range(1, c.em_iter + 1):
-            disliked = self.draw_dislikes(state, mats.M, c.tau, gen)
+            disliked = self.draw_dislikes(state, mats.M, c.tau, gen, mask)
             Y = sppmi_matrix(disliked, shift=c.shift, cap=c.item_cap, seed=c.cooc_seed)
             solver = self.make_solver(RMEMatrices(mats.M, mats.X, Y, mats.Z))
             cand, val, it = self.run_als(solver, monitor, log, stage=f"em{em}")
@@ -682,6 +711,7 @@ class RME(_DotModel):
             if best is None or val is None or val > prev:
                 best, state, prev = cand, cand, (0.0 if val is None else val)
                 self.solver_, self.best_sweep_, self.em_kept_ = solver, it, em
+                self.dislikes_ = disliked
                 if val is None:
                     break
             else:
@@ -697,9 +727,14 @@ class RME(_DotModel):
         config: Any = None,
         *,
         dislikes: Interactions | sp.spmatrix | None = None,
+        dislike_mask: sp.spmatrix | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
         """Fit on the liked ``train`` rows; ``dislikes`` are explicit disliked items (same ids), if known.
+
+        ``dislike_mask`` (users x items, like ``train.to_csr()``): items Algorithm 2 must never draw as
+        dislikes besides the training items, the validation positives ([CODE-HINT] thanhdtran/RME
+        rme_rec.py ``_make_prediction``). :func:`segue.training.fit` passes the dev set's positives.
 
         Early stopping uses the dev NDCG@``monitor_k`` that ``monitor`` reports (a full-ranking dev set);
         without ``monitor`` every fit runs ``max_iter`` sweeps.
@@ -727,7 +762,7 @@ class RME(_DotModel):
         log: list[dict[str, Any]] = []
         mats = self.build_matrices(liked, None if infer else disliked)
         if infer:
-            best = self._fit_inferred(mats, monitor, log)
+            best = self._fit_inferred(mats, monitor, log, dislike_mask)
         else:
             self.solver_ = self.make_solver(mats)
             best, _, self.best_sweep_ = self.run_als(self.solver_, monitor, log)

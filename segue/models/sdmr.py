@@ -317,11 +317,29 @@ class _SDMHops(torch.autograd.Function):
 
 
 # -- SDP ---------------------------------------------------------------------------------------
+
+#: [CODE-HINT] the authors' training (thanhdtran/SDMR, main.py defaults and model_rec.py ``Rec``): BPR
+#: against the hardest of 4 sampled negatives (``Rec._get_neg_pred``: ``torch.max`` over the negatives'
+#: predictions), summed over the batch (losses.py ``bpr_loss``, ``average=False``), Adam lr 1e-3, batch
+#: 256, 3 hops. The text's reading (one BPR term per negative, Eq. 5.22) stays ``neg_reduce="each"``.
+#: Not taken over: the code's StepLR (x0.5 every 20 epochs) and its epoch choice on the *test* set
+#: (we select on dev only).
+SDMR_TRAIN_DEFAULTS: dict[str, Any] = {
+    "batch_size": 256,
+    "lr": 1e-3,
+    "n_negatives": 4,
+    "neg_reduce": "max",
+    "reduction": "sum",
+    "monitor": "HR@10,NDCG@10",
+}
+
+
 @register
 class SDP(Recommender):
     """Signed Distance-based Perceptron (Eqs. 5.1-5.6); see the module docstring."""
 
     name: ClassVar[str] = "sdp"
+    train_defaults: ClassVar[dict[str, Any]] = SDMR_TRAIN_DEFAULTS  # [CODE-HINT], see above
 
     @dataclass
     class Config:
@@ -392,6 +410,7 @@ class SDM(Recommender):
     """Signed Distance-based Memory network with ``hops`` gated, weight-tied hops (Eqs. 5.7-5.19)."""
 
     name: ClassVar[str] = "sdm"
+    train_defaults: ClassVar[dict[str, Any]] = SDMR_TRAIN_DEFAULTS  # [CODE-HINT], see above
     needs: ClassVar[frozenset[str]] = frozenset({"history"})
 
     @dataclass
@@ -539,6 +558,7 @@ class SDMR(Recommender):
     """
 
     name: ClassVar[str] = "sdmr"
+    train_defaults: ClassVar[dict[str, Any]] = SDMR_TRAIN_DEFAULTS  # [CODE-HINT], see above
     needs: ClassVar[frozenset[str]] = frozenset({"history"})
 
     @dataclass

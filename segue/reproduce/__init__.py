@@ -1,7 +1,10 @@
-"""Reproduction scripts: each writes a side-by-side table (ours vs the paper) into docs/results/.
+"""Reproductions: each writes a side-by-side table (ours vs the paper) into docs/results/.
 
-Run one with ``segue reproduce NAME [ARGS...]`` or ``python -m segue.reproduce.<module> [ARGS...]``;
-``segue reproduce --list`` shows the names. Every script takes ``--help``.
+Run one with ``segue reproduce NAME [--quick] [ARGS...]``; ``segue reproduce --list`` shows the
+names. A table with a spec file (``segue/reproduce/specs/NAME.toml``) runs on the shared runner
+(:mod:`segue.reproduce.runner`: cache and resume, dev grid, caps and budget, seeds, one writer);
+the others still run their own script (``python -m segue.reproduce.<module>``). Every one takes
+``--help`` and ``--quick`` (a smoke test in minutes).
 """
 
 from __future__ import annotations
@@ -12,24 +15,36 @@ from typing import Any
 
 from segue.errors import ConfigError
 
-#: table name -> (module under segue.reproduce, what it reproduces)
+#: table name -> (spec file "spec:NAME" or the module under segue.reproduce of a script not migrated yet, what)
 REPRODUCTIONS: dict[str, tuple[str, str]] = {
-    "foundation": ("foundation", "foundation baselines (Pop, ItemKNN, MF-BPR, WMF) on ml-100k / ml-1m"),
+    "foundation-baselines": (
+        "spec:foundation-baselines",
+        "foundation baselines (Pop, ItemKNN, MF-BPR, WMF) on ml-100k / ml-1m",
+    ),
     "sdmr-table-5.3": ("sdmr_table", "SDMR Table 5.3, general task, ml-100k and ml-1m"),
     "sdmr-table-5.4": ("sdmr_basket", "SDMR Table 5.4, basket task, on the Instacart sample"),
     "rme-table-4.2": ("rme_table", "RME Table 4.2 on ml-100k and Last.fm-2K"),
-    "masr-table-4.4": ("masr_table", "MDR/MASS/MASR Table 4.4 on the playlist stand-ins"),
+    "masr-table-4.4": ("spec:masr-table-4.4", "MDR/MASS/MASR Table 4.4 on the playlist stand-ins"),
     "quaternion-table-5.6": ("quaternion_table", "QUALE/QUASE/QUALSE Table 5.6 on Toys and Yelp"),
     "cosernn-table-2": ("cosernn_table", "CoSeRNN Table 2 on listening sessions"),
     "dcue-tables": ("dcue_table", "DCUE and TripletRec on the Debian soundtrack corpus"),
 }
 
 
+#: older names still accepted
+ALIASES = {"foundation": "foundation-baselines"}
+
+
 def run_reproduction(name: str, argv: list[str]) -> Any:
     """Run reproduction ``name`` with command-line arguments ``argv``."""
+    name = ALIASES.get(name, name)
     if name not in REPRODUCTIONS:
         raise ConfigError(f"Unknown reproduction {name!r}; known: {', '.join(REPRODUCTIONS)}.")
     module_name = REPRODUCTIONS[name][0]
+    if module_name.startswith("spec:"):
+        from segue.reproduce.runner import main
+
+        return main(module_name.removeprefix("spec:"), argv)
     try:
         module = importlib.import_module(f"segue.reproduce.{module_name}")
     except ModuleNotFoundError as e:

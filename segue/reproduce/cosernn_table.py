@@ -389,6 +389,14 @@ def build_notes(infos: dict[str, dict[str, Any]], rows: list[dict[str, Any]], ar
             f"{c['track-ranked K=100']} at K=100 (without a relevant candidate, excluded: "
             f"{c['no relevant candidate K=25']} / {c['no relevant candidate K=100']})"
         )
+        if "vectorless share of candidates K=100" in c:
+            facts.append(
+                "tracks without a vector are not ranked (they would all score 0 and, with pessimistic ties, push "
+                f"relevant tracks down): {100 * c['vectorless share of candidates K=100']:.1f}% of the K=100 "
+                f"candidates and {100 * c['vectorless share of relevant K=100']:.1f}% of the relevant ones dropped "
+                f"(K=25: {100 * c['vectorless share of candidates K=25']:.1f}% / "
+                f"{100 * c['vectorless share of relevant K=25']:.1f}%)"
+            )
         if c["track-ranked K=100"] == 0:
             facts.append(
                 "no test session re-consumes one of its candidate tracks (a movie is rated once), so track ranking "
@@ -480,7 +488,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", type=int, default=3, help="CoSeRNN fits per dataset (seed, seed + 1, ...), averaged")
     ap.add_argument("--paper-sizes-on", default="synthetic", help="datasets that also get a paper-size CoSeRNN row")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="smoke test: synthetic data, 60 users, 2 epochs, one seed")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.datasets, args.synthetic_users, args.epochs, args.seeds, args.max_seconds = "synthetic", 60, 2, 1, 20.0
+        args.paper_sizes_on = ""
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()

@@ -297,11 +297,26 @@ def recommendation(
     )
     add("dcue-id", "W", *_auc_rows(_scores(dcue_id, n_users), truth_train, rows_of[0]), time.perf_counter() - t0)
 
-    # WMF on the full user x clip matrix: the tagging features of the WMF row (A.6 [AMBIG])
-    wmf_all = build_model("wmf", n_users, n_items, wmf_opts)
-    wmf_all.fit(full)
-    feats["wmf"] = wmf_all.item_emb.weight[1:].numpy()
+    # WMF on the training and validation clips' interactions: the tagging features of the WMF row (A.6 [AMBIG])
+    feats["wmf"] = wmf_tagging_features(full, part, wmf_opts)
     return out, info, feats
+
+
+def wmf_tagging_features(full: Interactions, part: np.ndarray, wmf_opts: dict[str, Any]) -> np.ndarray:
+    """The WMF row's tagging features: WMF fitted **without the test clips' interactions**, (n_clips, factors).
+
+    ``part`` gives each clip's part (0 train, 1 valid, 2 test) by internal id - 1. A test clip's
+    interactions come from the simulator, which draws them from the clip's audio traits and source,
+    so a WMF fitted on them would hand the tagger the test clips' simulated source. A test clip has
+    no WMF vector (zero row): WMF cannot tag a cold clip, and its test AUC is chance by construction.
+    """
+    item_part = np.asarray(part)[full.items - 1]
+    seen = full.take(item_part != 2, name="wmf-tagging")
+    wmf = build_model("wmf", full.n_users, full.n_items, wmf_opts)
+    wmf.fit(seen)
+    out = wmf.item_emb.weight[1:].detach().numpy().copy()
+    out[np.asarray(part) == 2] = 0.0
+    return out
 
 
 def tagging(
@@ -497,6 +512,10 @@ TripletRec's used 26,000 Last.fm-tagged songs. Neither is obtainable offline (co
   ablation cannot score unseen clips and are n/a there. Popularity under C is an oracle (it
   counts the test clips' own held-out interactions); a real cold-start popularity is constant
   (AUC 0.5).
+* The WMF tagging row's features come from a WMF fitted without the test clips' interactions
+  (they are simulated from the clips' audio and source, so they would leak the tags): a test clip
+  has no WMF vector, and that row is chance by construction. WMF + Regression regresses onto a WMF
+  of the training clips only.
 * Tagging and TripletRec rows use real labels of the corpus (source / album / composer / title
   mood words; source = topic), a far smaller and easier label set than Last.fm's top-50 tags or
   the paper's 7 LDA topics. Duplicate tag columns are dropped, keeping the first name in sorted

@@ -216,7 +216,7 @@ def fit_eval(
 def reproduce(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # tiny Adam moments as denormals slow CPU math ~100x
-    cache_path = Path(args.cache)
+    cache_path = _cache_path(args)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     cache: dict[str, dict[str, Any]] = {}
     state_dir = cache_path.parent / "states"
@@ -577,7 +577,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="first grid entry, 2 epochs, 20 s per model, 300 users")
     p.add_argument("--out", default="docs/results")
     p.add_argument("--data-dir", default=None, help="data folder (default: $SEGUE_DATA_DIR or ~/.cache/segue)")
-    p.add_argument("--cache", default="/tmp/segue-quaternion/runs.jsonl")
+    p.add_argument(
+        "--cache", default=None, help="runs cache (JSON lines; default: under $SEGUE_CACHE or ~/.cache/segue)"
+    )
     p.add_argument("--extra-runs", default=None, help="a runs cache (JSON lines) to copy into the JSON's investigation")
     p.add_argument("--resume", action="store_true", help="reuse finished runs from the cache")
     args = p.parse_args(argv)
@@ -612,3 +614,10 @@ if __name__ == "__main__":
 
 
 __all__ = ["GRID", "PAPER", "claims", "main", "reproduce"]
+
+
+def _cache_path(args: argparse.Namespace) -> Path:
+    """``--cache``, else ``$SEGUE_CACHE/reproduce/quaternion-table-5.6/runs.jsonl`` (or under ``~/.cache/segue``)."""
+    from segue.reproduce.runner import cache_root
+
+    return Path(args.cache) if args.cache else cache_root() / "quaternion-table-5.6" / "runs.jsonl"

@@ -72,6 +72,10 @@ LABELS = {
 ALS_MODELS = ("wmf-als", "cofactor", "u-rme", "i-rme", "rme")
 USES_DISLIKES = ("i-rme", "rme")
 REG_GRID = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+#: issue 16: every ALS model chose lambda = 10, the grid's edge; the scan widens past it (x5, x10, ...)
+#: until the chosen lambda is interior, up to REG_MAX
+REG_WIDEN = (50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0)
+REG_MAX = 10000.0
 K_GRID = (30, 40, 50, 60, 70, 80, 90, 100)
 TAU_GRID = (0.2, 0.4, 0.6, 0.8, 1.0)
 K0 = 40
@@ -221,6 +225,27 @@ def _scan(
     return best
 
 
+def widen_reg(score: Callable[[float], float], patience: int, log: list[dict[str, Any]]) -> float:
+    """Lambda on validation: the spec grid from the largest down, then wider while the edge is chosen.
+
+    While the best lambda is the largest value scored, the next value of :data:`REG_WIDEN` is
+    scored (up to :data:`REG_MAX`), so the choice ends interior to the scanned values (or at
+    REG_MAX, which the log then shows as the edge). Validation only; test is never read.
+    """
+    best = _scan(REG_GRID[::-1], score, patience, log, "reg")
+    scanned = {e["value"]: e["valid_" + MONITOR] for e in log if e.get("axis") == "reg"}
+    for v in REG_WIDEN:
+        if best < max(scanned) or v > REG_MAX:
+            break
+        val = score(v)
+        log.append({"axis": "reg", "value": v, "valid_" + MONITOR: val})
+        scanned[v] = val
+        if val > scanned[best]:
+            best = v
+    log.append({"axis": "reg", "chosen": best, "interior": best < max(scanned)})
+    return best
+
+
 def tune(
     model: str,
     rs: RMESplit,
@@ -250,7 +275,7 @@ def tune(
 
     hp["factors"] = K0
     # lambda from the largest down: the smallest values differ only by noise
-    hp["reg"] = _scan(REG_GRID[::-1], lambda v: score({"reg": v}), patience, log, "reg")
+    hp["reg"] = widen_reg(lambda v: score({"reg": v}), patience, log)
     start = K_GRID.index(K0)
     # k: scan up from k0 and down from k0 separately (k0 itself is cached)
     up = _scan(K_GRID[start:], lambda v: score({"factors": v}), k_patience, log, "factors")
@@ -658,7 +683,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             ds["ordering"] = ordering_checks(ds["rows"])
             datasets.append(ds)
-    import segue
+    from segue.version import __version__
 
     command = "python -m segue.reproduce.rme_table" + (" --quick" if args.quick else f" --repeats {repeats}")
     if args.datasets != "ml-100k,lastfm-2k":
@@ -689,7 +714,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": [row for ds in datasets for row in ds["rows"]],
         "datasets": datasets,
         "environment": {
-            "segue": segue.__version__,
+            "segue": __version__,
             "torch": torch.__version__,
             "numpy": np.__version__,
             "python": platform.python_version(),

@@ -281,6 +281,7 @@ def main_parser() -> argparse.ArgumentParser:
     p.add_argument("--dev-cases", type=int, default=2000, help="dev cases used for early stopping (0 = all)")
     p.add_argument("--out", default="docs/results")
     p.add_argument("--rewrite", action="store_true", help="only re-render the results files from their JSON")
+    p.add_argument("--quick", action="store_true", help="smoke test: pop, sdp, sdm, 1 epoch, 20 s per model")
     return p
 
 
@@ -289,6 +290,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.rewrite:
         rewrite(args)
         return
+    if args.quick:
+        args.models, args.max_epochs, args.max_seconds, args.dev_cases = "pop,sdp,sdm", 1, 20.0, 300
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(args.models) - set(MODELS))
     if unknown:

@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from segue.data.interactions import IdMap
-from segue.dirs import check_target, new_sibling, swap_in
-from segue.errors import ConfigError, DataError, RunDirError, SegueError
+from segue.dirs import check_target, check_writable, new_sibling, swap_in, write_failed
+from segue.errors import ConfigError, DataError, RunDirError, WriteError
+from segue.files import check_float_matrix, inside, is_count, load_csr, load_npy, read_json
 from segue.serving.index import VectorIndex, set_threads
 
 if TYPE_CHECKING:
@@ -73,6 +73,10 @@ class UnsupportedQueryError(ConfigError):
 
 class ExportError(RunDirError):
     """An export directory that is missing, incomplete or inconsistent."""
+
+
+class ExportWriteError(ExportError, WriteError):
+    """An export directory that could not be written (a read-only or full disk)."""
 
 
 # -- export ------------------------------------------------------------------------------
@@ -169,8 +173,18 @@ def export_run(
         raise DataError(f"Model {model.name!r} returned user vectors with NaN or infinite values.")
     needs_model = retrieval != "ann" or users is None
     kind = index if index != "auto" else ("hnsw" if model.n_items >= AUTO_HNSW_MIN_ITEMS else "exact")
-
-    tmp = new_sibling(out_dir)
+    # what will be written: the copied files, the vectors, and an index of about twice the item vectors
+    copied = sum((run_dir / f).stat().st_size for f in ("id_maps.parquet", "seen.npz", "config.json"))
+    if needs_model:
+        copied += (run_dir / "weights.safetensors").stat().st_size
+    vectors = (0 if items is None else 3 * items.nbytes) + (0 if users is None else users.nbytes)
+    try:
+        check_writable(out_dir, copied + vectors, "export directory")
+        tmp = new_sibling(out_dir)
+    except RunDirError as e:
+        raise ExportError(str(e)) from e
+    except OSError as e:
+        raise ExportWriteError(write_failed(out_dir, e, "export directory") + ".") from e
     try:
         t0 = time.perf_counter()
         files: dict[str, Any] = {"id_maps": "id_maps.parquet", "seen": "seen.npz", "config": "config.json"}
@@ -202,6 +216,9 @@ def export_run(
         if needs_model:
             shutil.copyfile(run_dir / "weights.safetensors", tmp / "weights.safetensors")
             files["weights"] = "weights.safetensors"
+            if run.recent is not None:  # a sequential model's users: their latest training items, in time order
+                shutil.copyfile(run_dir / "recent.npz", tmp / "recent.npz")
+                files["recent"] = "recent.npz"
         meta = {
             "format": EXPORT_FORMAT,
             "model": model.name,
@@ -230,10 +247,58 @@ def export_run(
         }
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=2))
         swap_in(tmp, out_dir, "export")
+    except OSError as e:  # read-only or full disk: nothing is left behind and the run directory is untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ExportWriteError(write_failed(out_dir, e, "export directory") + ".") from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+# -- loading -----------------------------------------------------------------------------
+def read_metadata(meta_file: Path) -> dict[str, Any]:
+    """``metadata.json`` of an export, checked entry by entry (types, sizes, relative file names)."""
+    meta = read_json(meta_file, error=ExportError)
+    if meta.get("format") != EXPORT_FORMAT:
+        raise ExportError(
+            f"{meta_file} has export format {meta.get('format')!r}; this segue reads format {EXPORT_FORMAT}."
+        )
+    checks = [
+        (isinstance(meta.get("model"), str), "'model' must be a string"),
+        (meta.get("retrieval") in RETRIEVAL_NOTES, f"'retrieval' must be one of {', '.join(RETRIEVAL_NOTES)}"),
+        (
+            is_count(meta.get("n_users"), 1) and is_count(meta.get("n_items"), 1),
+            "'n_users' and 'n_items' must be positive integers",
+        ),
+        (meta.get("dim") is None or is_count(meta.get("dim"), 1), "'dim' must be a positive integer or null"),
+        (
+            isinstance(meta.get("needs", []), list) and all(isinstance(x, str) for x in meta.get("needs", [])),
+            "'needs' must be a list of names",
+        ),
+        (
+            meta.get("candidates") is None or is_count(meta.get("candidates"), 1),
+            "'candidates' must be a positive integer or null",
+        ),
+        (isinstance(meta.get("model_at_query_time", False), bool), "'model_at_query_time' must be true or false"),
+        (is_count(meta.get("history_length", 0)), "'history_length' must be a non-negative integer"),
+        (
+            isinstance(meta.get("files"), dict) and all(isinstance(k, str) for k in meta.get("files", {})),
+            "'files' must be an object of file names",
+        ),
+    ]
+    for ok, why in checks:
+        if not ok:
+            raise ExportError(f"{meta_file} is malformed: {why}.")
+    meta.setdefault("model_at_query_time", False)
+    meta.setdefault("dim", None)
+    return meta
+
+
+def all_finite_index(index: VectorIndex) -> bool:
+    from segue.files import all_finite
+
+    return all_finite(index.vectors)
 
 
 # -- serving -----------------------------------------------------------------------------
@@ -255,12 +320,6 @@ class Recommendations:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _load_csr(path: Path) -> sp.csr_matrix:
-    with np.load(path, allow_pickle=False) as z:
-        ind = z["indices"]
-        return sp.csr_matrix((np.ones(len(ind), np.float32), ind, z["indptr"]), shape=tuple(z["shape"]))
 
 
 class ServingModel:
@@ -297,6 +356,8 @@ class ServingModel:
         self.n_items: int = int(metadata["n_items"])
         self.needs: frozenset[str] = frozenset(metadata.get("needs", []))
         self.candidates: int = int(metadata.get("candidates") or 200)
+        #: a sequential model's users' latest training items, oldest first (``recent.npz``), when exported
+        self.recent: np.ndarray | None = None
 
     # -- loading ------------------------------------------------------------------------
     @classmethod
@@ -314,49 +375,80 @@ class ServingModel:
             raise ExportError(
                 f"{path} is not a segue export directory (no metadata.json); create one with `segue export`."
             )
-        try:
-            meta = json.loads(meta_file.read_text())
-        except json.JSONDecodeError as e:
-            raise ExportError(f"{meta_file} is not valid JSON ({e.msg}).") from e
-        if meta.get("format") != EXPORT_FORMAT:
-            raise ExportError(
-                f"{path} has export format {meta.get('format')!r}; this segue reads format {EXPORT_FORMAT}."
-            )
-        files = meta.get("files", {})
-        missing = [f for f in files.values() if not (path / f).exists()]
+        meta = read_metadata(meta_file)
+        files = {key: inside(path, name, str(meta_file), error=ExportError) for key, name in meta["files"].items()}
+        missing = [p.name for p in files.values() if not p.is_file()]
         if missing:
             raise ExportError(f"Export directory {path} is incomplete: missing {', '.join(sorted(missing))}.")
+        for key in ("id_maps", "seen"):
+            if key not in files:
+                raise ExportError(f"{meta_file} lists no {key} file.")
+        n_users, n_items = meta["n_users"], meta["n_items"]
+        from segue.training.checkpoint import build_from_config, load_weights, read_config, read_id_maps
+
+        config = None
+        if "config" in files:  # provenance, and the model's description when it answers queries
+            config = read_config(files["config"], ExportError)
+            if (config["model"], config["n_users"], config["n_items"]) != (meta["model"], n_users, n_items):
+                raise ExportError(f"{files['config']} describes another model or size than {meta_file}.")
         set_threads(threads)
         model = None
-        if meta.get("model_at_query_time"):
+        if meta["model_at_query_time"]:
             import torch
 
-            from segue.training.checkpoint import load_run
-
+            if "weights" not in files or config is None:
+                raise ExportError(f"{meta_file} says the model answers queries but lists no weights or config file.")
             if threads is not None:
                 torch.set_num_threads(threads)
-            run = load_run(path)
-            model, user_map, item_map, seen = run.model, run.user_map, run.item_map, run.seen
-        else:
+            model = build_from_config(config, files["config"], ExportError)
+            load_weights(model, files["weights"], "cpu", ExportError)
+            model.eval()
+
+        user_map, item_map = read_id_maps(files["id_maps"], n_users, n_items, ExportError, "metadata.json")
+        seen = load_csr(files["seen"], n_users + 1, n_items + 1, error=ExportError)
+        index = None
+        if "index" in files:
             try:
-                maps = pd.read_parquet(path / files["id_maps"])
-                user_map, item_map = IdMap.from_frame(maps, "user"), IdMap.from_frame(maps, "item")
-                seen = _load_csr(path / files["seen"])
-            except (OSError, KeyError, ValueError, SegueError) as e:
-                raise ExportError(f"The id maps or seen items of {path} are unreadable ({e}).") from e
-        if len(user_map) != meta["n_users"] or len(item_map) != meta["n_items"]:
-            raise ExportError(f"Export directory {path} is inconsistent: its id maps do not match metadata.json.")
-        index = VectorIndex.load(path / files["index"], ef_search=ef_search) if "index" in files else None
-        if index is not None and index.n != meta["n_items"]:
-            raise ExportError(
-                f"Export directory {path} is inconsistent: the index holds {index.n} items, not {meta['n_items']}."
+                index = VectorIndex.load(files["index"], ef_search=ef_search)
+            except RunDirError as e:
+                raise ExportError(str(e)) from e
+            if index.n != n_items or (meta["dim"] is not None and index.dim != meta["dim"]):
+                raise ExportError(
+                    f"{files['index']} holds {index.n} items of dimension {index.dim}; {meta_file} says "
+                    f"{n_items} of dimension {meta['dim']}."
+                )
+            if not all_finite_index(index):
+                raise ExportError(f"{files['index']} holds NaN or infinite vectors.")
+        elif meta["retrieval"] != "exact-model":
+            raise ExportError(f"{meta_file} says retrieval {meta['retrieval']!r} but lists no index file.")
+        if "item_vectors" in files:
+            dim = None if index is None else index.dim
+            check_float_matrix(
+                load_npy(files["item_vectors"], error=ExportError),
+                files["item_vectors"],
+                n_items + 1,
+                dim,
+                error=ExportError,
             )
-        users = np.load(path / files["user_vectors"], mmap_mode="r") if "user_vectors" in files else None
-        if users is not None and (
-            users.shape[0] != meta["n_users"] + 1 or index is None or users.shape[1] != index.dim
-        ):
-            raise ExportError(f"Export directory {path} is inconsistent: user_vectors.npy has shape {users.shape}.")
-        return cls(path, meta, user_map, item_map, seen, index, users, model, exact=exact)
+        users = None
+        if "user_vectors" in files:
+            if index is None:
+                raise ExportError(f"{meta_file} lists user vectors but no index to search them with.")
+            users = load_npy(files["user_vectors"], error=ExportError)
+            check_float_matrix(users, files["user_vectors"], n_users + 1, index.dim, error=ExportError)
+        if model is None and (users is None or meta["retrieval"] != "ann"):
+            raise ExportError(
+                f"{meta_file} says the model is not needed at query time, but without it {path} cannot answer."
+            )
+        out = cls(path, meta, user_map, item_map, seen, index, users, model, exact=exact)
+        if "recent" in files and model is not None:
+            from segue.training.checkpoint import _load_recent
+
+            try:
+                out.recent = _load_recent(files["recent"].parent, model)
+            except RunDirError as e:
+                raise ExportError(str(e)) from e
+        return out
 
     # -- public API by raw ids ------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -379,16 +471,41 @@ class ServingModel:
             raise ConfigError(f"k must be an integer between 1 and the catalogue size {self.n_items}, got {k!r}.")
         return int(k)
 
-    def recommend(self, user: Any, k: int = 10, *, exclude_seen: bool = True) -> Recommendations:
-        """Top-k items for a known user (raw id), excluding what they consumed in training by default."""
-        return self.recommend_many([user], k, exclude_seen=exclude_seen)[0]
+    def recommend(
+        self, user: Any, k: int = 10, *, exclude_seen: bool = True, unknown: str = "popular"
+    ) -> Recommendations:
+        """Top-k items for a user (raw id), excluding what they consumed in training by default.
 
-    def recommend_many(self, users: Sequence[Any], k: int = 10, *, exclude_seen: bool = True) -> list[Recommendations]:
-        """:meth:`recommend` for a batch of raw user ids (one batched index query)."""
+        An unknown user gets the most popular training items, flagged ``query="popular-fallback"``
+        (``unknown="error"`` raises :class:`~segue.errors.UnknownIdError` instead).
+        """
+        return self.recommend_many([user], k, exclude_seen=exclude_seen, unknown=unknown)[0]
+
+    def recommend_many(
+        self, users: Sequence[Any], k: int = 10, *, exclude_seen: bool = True, unknown: str = "popular"
+    ) -> list[Recommendations]:
+        """:meth:`recommend` for a batch of raw user ids (one batched index query for the known ones)."""
+        if unknown not in ("popular", "error"):
+            raise ConfigError(f"unknown must be popular or error, got {unknown!r}.")
         k = self.check_k(k)
-        uids = self.user_map.to_internal(list(users))
-        ids, scores, query, retrieval = self.top_k_internal(uids, k, exclude_seen=exclude_seen)
-        return [self._answer(ids[r], scores[r], query, retrieval[r]) for r in range(len(uids))]
+        uids = self.user_map.to_internal(list(users), missing="raise" if unknown == "error" else "zero")
+        known = np.flatnonzero(uids > 0)
+        out: list[Recommendations] = [self.popular(k)] * len(uids) if len(known) < len(uids) else [None] * len(uids)  # type: ignore[list-item]
+        if len(known):
+            ids, scores, query, retrieval = self.top_k_internal(uids[known], k, exclude_seen=exclude_seen)
+            for r, row in enumerate(known):
+                out[row] = self._answer(ids[r], scores[r], query, retrieval[r])
+        return out
+
+    def popular(self, k: int = 10, exclude: Sequence[Any] = ()) -> Recommendations:
+        """The k items with the most training interactions (ties by id), ``exclude`` (raw ids) left out."""
+        counts = np.asarray(self.seen.sum(axis=0), dtype=np.float64).ravel()
+        counts[0] = -np.inf
+        if len(exclude):
+            counts[self.item_map.to_internal(list(exclude), missing="zero")] = -np.inf
+        ids = np.argsort(-counts, kind="stable")[: self.check_k(k)]
+        ids = ids[np.isfinite(counts[ids])]
+        return Recommendations(self.item_map.to_raw(ids).tolist(), counts[ids].tolist(), "popular-fallback", "popular")
 
     def recommend_items(
         self,
@@ -463,7 +580,7 @@ class ServingModel:
             res = self.index.search(self.user_vectors[users], k, exclude, exact=self.exact)
             return res.ids, res.scores, "user-vector", ["exact" if e else "ann" for e in res.exact]
         if self.needs:
-            hist = [self._seen(u) for u in users]
+            hist = [self._history(u) for u in users]
             ids, scores, retrieval = self._context_query(users, self._context(hist), hist, k, exclude)
             return ids, scores, "user-history", retrieval
         ids, scores, retrieval = self._context_query(users, None, [self._seen(u) for u in users], k, exclude)
@@ -471,6 +588,19 @@ class ServingModel:
 
     def _seen(self, u: int) -> np.ndarray:
         return self.seen.indices[self.seen.indptr[u] : self.seen.indptr[u + 1]].astype(np.int64)
+
+    def _history(self, u: int) -> np.ndarray:
+        """A user's context for a model that reads one: the latest training items in time order (``recent``)
+        for a sequential model, else the training items (a set: playlist members, a basket)."""
+        if "history" in self.needs:
+            if self.recent is None:
+                raise UnsupportedQueryError(
+                    f"Model {self.metadata['model']!r} reads each user's latest items in time order, which this "
+                    "export does not hold (re-export the run); POST the history instead."
+                )
+            row = self.recent[u]
+            return row[row > 0].astype(np.int64)
+        return self._seen(u)
 
     def _context(self, item_lists: list[np.ndarray]) -> Context:
         import torch

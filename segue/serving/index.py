@@ -210,9 +210,15 @@ class VectorIndex:
             raise RunDirError(f"Index {path} (or its description {side.name}) does not exist.")
         try:
             info = json.loads(side.read_text())
-            index = faiss.read_index(str(path))
-        except (json.JSONDecodeError, RuntimeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             first = (str(e).strip().splitlines() or ["unknown error"])[0]
+            raise RunDirError(f"Index description {side} is unreadable ({first}).") from e
+        if not isinstance(info, dict):
+            raise RunDirError(f"Index description {side} must hold a JSON object, not {type(info).__name__}.")
+        try:
+            index = faiss.read_index(str(path))
+        except Exception as e:  # faiss raises RuntimeError on a damaged or truncated file
+            first = (str(e).strip().splitlines() or ["unknown error"])[0][:200]
             raise RunDirError(f"Index {path} is unreadable ({first}).") from e
         kind, measure = info.get("kind"), info.get("measure")
         if kind not in INDEX_KINDS or measure not in MEASURES:

@@ -44,7 +44,8 @@ SEGMENT = 130
 
 @dataclass
 class AudioTrainConfig:
-    """Options of the audio loops; defaults are DCUE's (A.4: SGD, Nesterov 0.9, lr 0.2, decay 1e-6, batch 10)."""
+    """Options of the clip models' training; defaults are DCUE's (A.4: SGD, Nesterov 0.9, lr 0.2, decay 1e-6,
+    batch 10). :func:`train_config` maps them onto the trainer's (one epoch = ``eval_every`` steps)."""
 
     steps: int = 2000
     batch_size: int = 10

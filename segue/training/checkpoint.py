@@ -14,7 +14,13 @@
       curves.png           training curves
 
 A run is written into a temporary sibling directory and renamed into place, so a killed
-run never leaves a directory that looks complete.
+run never leaves a directory that looks complete. A write that fails (read-only or full disk)
+raises one :class:`~segue.errors.WriteError` sentence and leaves nothing behind.
+
+:func:`load_run` checks every file before anything uses it (segue/files.py): JSON types, array
+dtypes and shapes, ids within the run's sizes, weights without NaN. Damage to a required file is
+one :class:`~segue.errors.RunDirError` sentence naming the file; a damaged ``metrics.json`` or
+``history.json`` (optional) is ignored with a :class:`~segue.files.RunFileWarning`.
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ import scipy.sparse as sp
 import torch
 
 from segue.data.interactions import IdMap
-from segue.dirs import check_target, new_sibling, swap_in
-from segue.errors import RunDirError
+from segue.dirs import check_target, new_sibling, swap_in, write_failed
+from segue.errors import RunDirError, SegueError, WriteError
+from segue.files import check_ids, first_line, is_count, load_arrays, load_csr, read_json, read_optional_json
 from segue.models.base import Recommender, get_model_class
 
 REQUIRED = ("config.json", "id_maps.parquet", "weights.safetensors", "seen.npz")
@@ -42,10 +49,10 @@ FORMAT_VERSION = 1
 
 
 def versions() -> dict[str, Any]:
-    import segue
+    from segue.version import __version__
 
     return {
-        "segue": segue.__version__,
+        "segue": __version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
@@ -73,18 +80,46 @@ class Run:
         f = self.path / f"{part}.npz"
         if not f.exists():
             raise RunDirError(f"Run directory {self.path} has no {part} evaluation set ({f.name}).")
-        return EvalSet.load(f)
+        try:
+            es = EvalSet.load(f)
+        except SegueError as e:
+            raise RunDirError(str(e)) from e
+        return check_evalset(es, f, self.model.n_users, self.model.n_items)
+
+
+def check_evalset(es: Any, path: Path, n_users: int, n_items: int) -> Any:
+    """An evaluation set read from ``path``, checked against the run's sizes (ids, shapes)."""
+    n = len(es.users)
+    if es.users.ndim != 1:
+        raise RunDirError(f"{path} holds users of shape {es.users.shape}, not a list.")
+    check_ids(es.users, path, "user ids", 1, n_users)
+    if es.targets.shape != (n, n_items + 1):
+        raise RunDirError(f"{path} has targets of shape {es.targets.shape}; expected {(n, n_items + 1)}.")
+    check_ids(es.targets.indices, path, "target item ids", 1, n_items)
+    if es.candidates is not None:
+        if es.candidates.ndim != 2 or len(es.candidates) != n or es.n_pos is None or es.n_pos.shape != (n,):
+            raise RunDirError(f"{path} has candidates of shape {es.candidates.shape} for {n} cases.")
+        check_ids(es.candidates, path, "candidate item ids", 0, n_items)
+        check_ids(es.n_pos, path, "positive counts", 0, es.candidates.shape[1])
+    if es.exclude is not None:
+        if es.exclude.shape != (n, n_items + 1):
+            raise RunDirError(f"{path} has an exclusion matrix of shape {es.exclude.shape}.")
+        check_ids(es.exclude.indices, path, "excluded item ids", 0, n_items)
+    if es.context is not None:
+        for key in es.context.present():
+            t = getattr(es.context, key)
+            if len(t) != n:
+                raise RunDirError(f"{path} holds a {key} context of {len(t)} rows for {n} cases.")
+            if key in ("history", "group"):
+                check_ids(t.numpy(), path, f"{key} item ids", 0, n_items)
+    if not isinstance(es.meta, dict):
+        raise RunDirError(f"{path} holds metadata that is not a JSON object.")
+    return es
 
 
 def _save_csr(path: Path, m: sp.csr_matrix) -> None:
     m = m.tocsr()
     np.savez_compressed(path, indptr=m.indptr, indices=m.indices, shape=np.asarray(m.shape))
-
-
-def _load_csr(path: Path) -> sp.csr_matrix:
-    with np.load(path, allow_pickle=False) as z:
-        ind = z["indices"]
-        return sp.csr_matrix((np.ones(len(ind), np.float32), ind, z["indptr"]), shape=tuple(z["shape"]))
 
 
 def save_run(
@@ -103,11 +138,15 @@ def save_run(
     recent: np.ndarray | None = None,
 ) -> Path:
     """Write a run directory atomically (temporary directory, then rename)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     run_dir = Path(run_dir)
     check_target(run_dir, "run", overwrite=overwrite)
-    tmp = new_sibling(run_dir)
+    try:
+        tmp = new_sibling(run_dir)
+    except OSError as e:
+        raise WriteError(write_failed(run_dir, e) + ".") from e
     try:
         full_config = {
             "format": FORMAT_VERSION,
@@ -136,6 +175,9 @@ def save_run(
         if metrics is not None:
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         swap_in(tmp, run_dir, "run")
+    except (OSError, SafetensorError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise WriteError(write_failed(run_dir, e) + ".") from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -143,52 +185,116 @@ def save_run(
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
-    """Load a run directory, checking that it is complete and consistent."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    """Load a run directory, checking every file (module docstring); damage is one sentence naming the file."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"Run directory {run_dir} does not exist.")
     missing = [f for f in REQUIRED if not (run_dir / f).exists()]
     if missing:
         raise RunDirError(f"Run directory {run_dir} is incomplete: missing {', '.join(missing)}.")
-    try:
-        config = json.loads((run_dir / "config.json").read_text())
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"{run_dir / 'config.json'} is not valid JSON ({e.msg}).") from e
+    config = read_config(run_dir / "config.json")
+    user_map, item_map = read_id_maps(run_dir / "id_maps.parquet", config["n_users"], config["n_items"])
+    model = build_from_config(config, run_dir / "config.json")
+    load_weights(model, run_dir / "weights.safetensors", device)
+    model.to(device).eval()
+    seen = load_csr(run_dir / "seen.npz", model.n_users + 1, model.n_items + 1)
+    metrics = read_optional_json(run_dir / "metrics.json", _check_metrics)
+    history = read_optional_json(run_dir / "history.json", _check_history)
+    return Run(run_dir, model, config, user_map, item_map, seen, metrics, history, _load_recent(run_dir, model))
+
+
+def read_config(path: Path, error: type[RunDirError] = RunDirError) -> dict[str, Any]:
+    """``config.json`` of a run: an object with a model name, its options and positive sizes."""
+    config = read_json(path, error=error)
     for key in ("model", "model_options", "n_users", "n_items"):
         if key not in config:
-            raise RunDirError(f"{run_dir / 'config.json'} lacks the {key!r} entry.")
+            raise error(f"{path} lacks the {key!r} entry.")
+    if not isinstance(config["model"], str) or not isinstance(config["model_options"], dict):
+        raise error(f"{path} must name the model as a string and its options as an object.")
+    if not is_count(config["n_users"], 1) or not is_count(config["n_items"], 1):
+        raise error(f"{path} must give n_users and n_items as positive integers.")
+    for key, kind in (("protocol", dict), ("train", dict), ("dataset", str)):
+        if config.get(key) is not None and not isinstance(config[key], kind):
+            raise error(f"{path} has a {key!r} entry of the wrong type ({type(config[key]).__name__}).")
+    proto = config.get("protocol") or {}
+    ks, metrics = proto.get("ks", [10]), proto.get("metrics", ["HR"])
+    if not (isinstance(ks, list) and all(is_count(k, 1) for k in ks)):
+        raise error(f"{path} has protocol cut-offs 'ks' that are not positive integers.")
+    if not (isinstance(metrics, list) and all(isinstance(m, str) for m in metrics)):
+        raise error(f"{path} has protocol 'metrics' that are not a list of names.")
+    return config
+
+
+def read_id_maps(
+    path: Path, n_users: int, n_items: int, error: type[RunDirError] = RunDirError, source: str = "config.json"
+) -> tuple[IdMap, IdMap]:
+    """The user and item id maps of ``id_maps.parquet``, checked against the directory's sizes."""
     try:
-        maps = pd.read_parquet(run_dir / "id_maps.parquet")
+        maps = pd.read_parquet(path)
         user_map, item_map = IdMap.from_frame(maps, "user"), IdMap.from_frame(maps, "item")
-    except Exception as e:
-        raise RunDirError(f"{run_dir / 'id_maps.parquet'} is unreadable ({e}).") from e
-    if len(user_map) != config["n_users"] or len(item_map) != config["n_items"]:
-        raise RunDirError(
-            f"Run directory {run_dir} is inconsistent: the id maps have {len(user_map)} users and "
-            f"{len(item_map)} items but config.json says {config['n_users']} and {config['n_items']}."
+    except Exception as e:  # parquet, arrow or column errors: the file is damaged
+        raise error(f"{path} is unreadable or damaged ({first_line(e)}).") from e
+    if len(user_map) != n_users or len(item_map) != n_items:
+        raise error(
+            f"{path.parent} is inconsistent: {path.name} has {len(user_map)} users and {len(item_map)} items "
+            f"but {source} says {n_users} and {n_items}."
         )
-    cls = get_model_class(config["model"])
-    model = cls(config["n_users"], config["n_items"], cls.config_from_dict(config["model_options"]))
+    return user_map, item_map
+
+
+def build_from_config(config: dict[str, Any], path: Path, error: type[RunDirError] = RunDirError) -> Recommender:
+    """The model that ``config`` (read from ``path``) names, built with its options."""
     try:
-        state = load_file(str(run_dir / "weights.safetensors"), device=device)
-    except (SafetensorError, OSError) as e:
-        raise RunDirError(f"{run_dir / 'weights.safetensors'} is corrupt ({e}).") from e
+        cls = get_model_class(config["model"])
+        return cls(config["n_users"], config["n_items"], cls.config_from_dict(config["model_options"]))
+    except SegueError as e:
+        raise error(f"{path} does not describe a model segue can build ({str(e).rstrip('.')}).") from e
+    except (TypeError, ValueError) as e:
+        raise error(f"{path} has model options segue cannot use ({first_line(e)}).") from e
+
+
+def load_weights(model: Recommender, path: Path, device: str = "cpu", error: type[RunDirError] = RunDirError) -> None:
+    """Load ``weights.safetensors`` into ``model``: same names, shapes and dtypes, no NaN."""
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path), device=device)
+    except Exception as e:  # SafetensorError, OSError, header errors: the file is damaged
+        raise error(f"{path} is corrupt ({first_line(e)}).") from e
+    expected = model.state_dict()
+    for name, t in state.items():
+        want = expected.get(name)
+        if want is not None and t.dtype != want.dtype:
+            raise error(f"{path} holds {name} as {t.dtype}; model {model.name!r} needs {want.dtype}.")
+        if t.is_floating_point() and bool(torch.isnan(t).any()):
+            raise error(f"{path} holds NaN values in {name}.")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise RunDirError(f"The weights in {run_dir} do not match model {config['model']!r} ({first}).") from e
-    model.to(device).eval()
-    try:
-        seen = _load_csr(run_dir / "seen.npz")
-    except (OSError, KeyError, ValueError) as e:
-        raise RunDirError(f"{run_dir / 'seen.npz'} is unreadable ({e}).") from e
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else None
-    history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").exists() else None
-    return Run(run_dir, model, config, user_map, item_map, seen, metrics, history, _load_recent(run_dir, model))
+        lines = [x.strip() for x in str(e).splitlines() if x.strip() and not x.startswith("Error(s) in loading")]
+        detail = (lines[0] if lines else first_line(e)).rstrip(".")[:200]
+        raise error(f"The weights in {path} do not match model {model.name!r} ({detail}).") from e
+
+
+def _check_metrics(m: Any) -> str | None:
+    if not isinstance(m, dict):
+        return "is not a JSON object"
+    for part in ("test", "valid"):
+        v = m.get(part)
+        if v is not None and not (
+            isinstance(v, dict) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v.values())
+        ):
+            return f"has a {part!r} entry that is not an object of numbers"
+    return None
+
+
+def _check_history(h: Any) -> str | None:
+    if not isinstance(h, dict):
+        return "is not a JSON object"
+    epochs = h.get("epochs", [])
+    if not isinstance(epochs, list) or not all(isinstance(e, dict) for e in epochs):
+        return "has an 'epochs' entry that is not a list of objects"
+    return None
 
 
 def _load_recent(run_dir: Path, model: Recommender) -> np.ndarray | None:
@@ -196,16 +302,10 @@ def _load_recent(run_dir: Path, model: Recommender) -> np.ndarray | None:
     path = run_dir / "recent.npz"
     if not path.exists():
         return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            recent = np.asarray(z["items"])
-    except (OSError, KeyError, ValueError) as e:
-        raise RunDirError(f"{path} is unreadable ({e}).") from e
-    if recent.ndim != 2 or recent.shape[0] != model.n_users + 1 or not np.issubdtype(recent.dtype, np.integer):
+    recent = load_arrays(path, ("items",))["items"]
+    if recent.ndim != 2 or recent.shape[0] != model.n_users + 1:
         raise RunDirError(f"{path} must hold an integer ({model.n_users + 1}, s) array, got {recent.shape}.")
-    if recent.size and (recent.min() < 0 or recent.max() > model.n_items):
-        raise RunDirError(f"{path} holds item ids outside 0..{model.n_items}.")
-    return recent
+    return check_ids(recent, path, "item ids", 0, model.n_items)
 
 
 def _plot_curves(history: dict[str, Any], path: Path) -> None:

@@ -6,9 +6,10 @@ Training rows are the (playlist, song+) memberships of the training table (batch
 negatives are drawn uniformly from the songs outside the playlist's training songs, resampled
 every epoch, and scored with the same member list.
 
-Loss (Eq. 4.30 on scores y = -D): ``neg_reduce="each"`` (default, the text) sums one BPR term per
-(positive, negative) pair; ``"max"`` keeps one term against the hardest of the negatives
-([CODE-HINT] ``torch.max`` in the authors' code). ``reduction="sum"`` sums over the batch as the
+Loss (Eq. 4.30 on scores y = -D): ``neg_reduce="max"`` (default for MDR / MASS / MASR and their
+APR versions, [CODE-HINT] thanhdtran/MASR model.py ``REC._get_neg_pred``: ``torch.max`` over the
+negatives' predictions) keeps one BPR term per positive against the hardest of its negatives;
+``"each"`` (the text's reading, FISM's default) sums one BPR term per (positive, negative) pair. ``reduction="sum"`` sums over the batch as the
 code does ([CODE-HINT]); ``"mean"`` averages. Regularisation is Adam's coupled ``weight_decay``
 (= lambda_Theta, M.6). The best epoch by dev HR@10 (ties by NDCG@10) is kept.
 
@@ -54,10 +55,12 @@ _APR_NAMES = {
 }
 
 
-def playlist_config(**options: Any) -> TrainConfig:
-    """The playlist models' TrainConfig (M.6-M.8 defaults); APR options may use the spec's names."""
+def playlist_config(model: type[PlaylistModel] | None = None, **options: Any) -> TrainConfig:
+    """The playlist models' TrainConfig (M.6-M.8 defaults of ``model``, else of the MASR family);
+    APR options may use the spec's names."""
     renamed = {_APR_NAMES.get(k, k): v for k, v in options.items()}
-    return TrainConfig.from_dict({**PlaylistModel.train_defaults, **renamed})
+    defaults = (model or PlaylistModel).train_defaults
+    return TrainConfig.from_dict({**defaults, **renamed})
 
 
 def fit_playlist(
@@ -71,7 +74,7 @@ def fit_playlist(
     skip_bpr: bool = False,
 ) -> History:
     """BPR (unless ``skip_bpr``), then APR over :func:`perturbable` parameters when ``apr``, for any playlist model."""
-    cfg = config or playlist_config()
+    cfg = config or playlist_config(type(model) if isinstance(model, PlaylistModel) else None)
     history = None if skip_bpr else Trainer(cfg, log=log).fit(model, train, valid, phase="bpr")
     if apr:
         adv = adversarial_stage(model, train, valid, cfg, log=log, tables=perturbable(model))

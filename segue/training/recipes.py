@@ -26,6 +26,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import scipy.sparse as sp
+
 from segue.errors import ConfigError, DataError
 from segue.training.adversarial import Adversary
 from segue.training.trainer import History, TrainConfig, Trainer
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from segue.data.interactions import Interactions
     from segue.evaluation.protocols import EvalSet
     from segue.models.base import Recommender
+    from segue.training.resume import EpochCheckpoint
 
 
 def default_config(model: Recommender) -> TrainConfig:
@@ -60,24 +64,36 @@ def fit(
     *,
     log: Callable[[str], None] | str | None = "default",
     pretrained: bool = False,
+    checkpoint: EpochCheckpoint | None = None,
     **extras: Any,
 ) -> History:
     """Train ``model`` on ``train`` (early stopping on ``valid``); see the module docstring.
 
     ``pretrained=True`` skips the plain stage of an adversarial model (its BPR checkpoint is
     already loaded). ``extras`` go to closed-form and audio models (e.g. ``mels=``, ``dislikes=``).
+    ``checkpoint`` (segue/training/resume.py) checkpoints every epoch of a single-stage gradient-trained
+    model and resumes one; other families train without it and refuse to resume.
     """
+    from segue.training.resume import check_resumable
+
     if model.batch_kind == "clips":
         from segue.training.audio import fit_clips
 
+        check_resumable(model, checkpoint, "trains in the audio family loop, which keeps no epoch checkpoints")
         return fit_clips(model, train, valid, config, log=log, **extras)
     if not model.trainable:
+        check_resumable(model, checkpoint, "is fitted in closed form, without epochs to resume")
         return _fit_closed_form(model, train, valid, config, extras)
     if extras:
         raise ConfigError(f"{model.name} takes no extra fit arguments, got {', '.join(sorted(extras))}.")
     cfg = config or default_config(model)
     stages: dict[str, Any] = {}
     parts = model.parts()
+    if parts or model.adversarial or pretrained:
+        check_resumable(
+            model, checkpoint, "trains in stages (parts or an adversarial stage), which are not checkpointed"
+        )
+        checkpoint = None
     for name, part in parts.items():
         stages[name] = fit(part, train, valid, cfg, log=log).to_dict()
     model.assemble(train, parts, seed=cfg.seed, context=cfg.context)
@@ -86,7 +102,7 @@ def fit(
         history = History(epochs=[], stopped_by="parts only")
     elif not (pretrained and model.adversarial):
         own = dataclasses.replace(cfg, **model.final_stage_options())
-        history = Trainer(own, log=log).fit(model, train, valid)
+        history = Trainer(own, log=log, checkpoint=checkpoint).fit(model, train, valid)
     if model.adversarial:
         if history is not None:
             stages["plain"] = history.to_dict()
@@ -125,12 +141,23 @@ def adversarial_stage(
     return Trainer(stage, log=log).fit(model, train, valid, adversary=adversary, phase="adversarial")
 
 
+def valid_positives(valid: EvalSet, n_users: int, n_items: int) -> sp.csr_matrix:
+    """The dev set's positives as a binary (n_users + 1, n_items + 1) user x item matrix (id 0 = padding)."""
+    t = sp.csr_matrix(valid.targets)
+    rows = np.repeat(np.asarray(valid.users, dtype=np.int64), np.diff(t.indptr))
+    m = sp.csr_matrix((np.ones(len(rows)), (rows, t.indices)), shape=(n_users + 1, n_items + 1))
+    m.data[:] = 1.0
+    return m
+
+
 def _fit_closed_form(
     model: Recommender, train: Interactions, valid: EvalSet | None, config: TrainConfig | None, extras: dict[str, Any]
 ) -> History:
     if len(train) == 0:
         raise DataError("Cannot fit on an empty training set.")
     monitor = None if valid is None else dev_monitor(valid, config.eval_batch_size if config else 1024)
+    if valid is not None and getattr(model, "masks_valid_items", False) and "dislike_mask" not in extras:
+        extras = {**extras, "dislike_mask": valid_positives(valid, train.n_users, train.n_items)}
     t0 = time.perf_counter()
     out = model.fit(train, monitor, **extras)  # type: ignore[attr-defined]
     seconds = time.perf_counter() - t0
@@ -143,4 +170,4 @@ def _fit_closed_form(
     return history
 
 
-__all__ = ["adversarial_stage", "default_config", "dev_monitor", "fit"]
+__all__ = ["adversarial_stage", "default_config", "dev_monitor", "fit", "valid_positives"]

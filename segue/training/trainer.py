@@ -15,6 +15,8 @@ Callbacks own the bookkeeping, the same for every family:
 * :class:`TimeCap`: ``max_seconds`` is checked after every step; the step that hit it is logged
   and recorded in the history (``stopped_by``, ``stop_step``), so a cap overruns by less than a step.
 * progress bars and one log line per epoch.
+* :class:`~segue.training.resume.EpochCheckpoint` (opt-in, ``Trainer(checkpoint=...)``): after every epoch,
+  the model, optimizer, RNG, history and early-stopping states, so that a killed run resumes exactly.
 
 Staged training, closed-form models and the adversarial stage are run by :func:`segue.training.fit`.
 """
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from segue.data.interactions import Interactions
     from segue.evaluation.protocols import EvalSet
     from segue.training.adversarial import Adversary
+    from segue.training.resume import EpochCheckpoint
 
 
 @dataclass
@@ -266,10 +269,17 @@ class Trainer:
     """Fit a :class:`~segue.models.base.Recommender` by gradient steps on its declared loss (module docstring).
 
     ``log`` receives one line per epoch (default: printed through rich); pass ``log=None`` to silence it.
+    ``checkpoint`` writes a checkpoint after every epoch and, when asked to resume, continues from one.
     """
 
-    def __init__(self, config: TrainConfig | None = None, log: Callable[[str], None] | str | None = "default") -> None:
+    def __init__(
+        self,
+        config: TrainConfig | None = None,
+        log: Callable[[str], None] | str | None = "default",
+        checkpoint: EpochCheckpoint | None = None,
+    ) -> None:
         self.config = config or TrainConfig()
+        self.checkpoint = checkpoint
         if log == "default":
             from rich.console import Console
 
@@ -295,7 +305,7 @@ class Trainer:
             model.prepare(train)
             return batches_for(model, train, self.config, rng)
 
-        return self.run(model, batches, valid, adversary=adversary, phase=phase)
+        return self.run(model, batches, valid, adversary=adversary, phase=phase, data=train)
 
     def run(
         self,
@@ -305,15 +315,19 @@ class Trainer:
         *,
         adversary: Adversary | None = None,
         phase: str | None = None,
+        data: Interactions | None = None,
     ) -> History:
         """The loop itself, for any batch builder: ``batches(rng)`` is called once, after seeding, with the
         run's generator; ``dev`` is an evaluation set or a function ``dev(model) -> {metric: value}``
-        (the families whose dev selection is not a ranking protocol: CoSeRNN's cosine, DCUE's AUC)."""
+        (the families whose dev selection is not a ranking protocol: CoSeRNN's cosine, DCUE's AUC).
+        ``data`` is the interaction table the batches come from; a resume checkpoint is keyed on it."""
+        if self.checkpoint is not None and data is None:
+            raise ConfigError(f"Resuming {model.name} needs the interaction table its batches come from (data=).")
         # tiny Adam moments become denormal floats, ~100x slower on x86 CPUs: flush them to zero while
         # training only (the flag is process-wide; hypothesis and others expect IEEE subnormals)
         torch.set_flush_denormal(True)
         try:
-            return self._run(model, batches, dev, adversary, phase)
+            return self._run(model, batches, dev, adversary, phase, data)
         finally:
             torch.set_flush_denormal(False)
 
@@ -324,6 +338,7 @@ class Trainer:
         valid: EvalSet | DevFunction | None,
         adversary: Adversary | None,
         phase: str | None,
+        train: Interactions | None,
     ) -> History:
         cfg = self.config
         params = [p for p in model.parameters() if p.requires_grad]
@@ -348,9 +363,18 @@ class Trainer:
             record0: dict[str, Any] = {"epoch": 0, "valid": stopper.evaluate(model)}
             stopper.update(model, record0["valid"], 0, history)
             history.epochs.append(record0 | ({"phase": phase} if phase else {}))
+        start, step, ckpt, key, resumed = 1, 0, self.checkpoint, None, None
+        if ckpt is not None:
+            key = ckpt.key(model, train, cfg, phase)
+            resumed = ckpt.restore(model, opt, rng, stopper, key)
+            if resumed is not None:  # an interrupted run that had already stopped goes straight to the end
+                history, step = History(**_known(resumed.history, History)), resumed.step
+                start = resumed.epoch + 1 if history.stopped_by is None else cfg.epochs + 1
         cap = TimeCap(cfg.max_seconds)
-        n_rows, step = batches.n_rows, 0
-        for epoch in range(1, cfg.epochs + 1):
+        if resumed is not None:
+            cap.t0 -= resumed.seconds
+        n_rows = batches.n_rows
+        for epoch in range(start, cfg.epochs + 1):
             t0 = time.perf_counter()
             model.train()
             total, seen = 0.0, 0
@@ -406,6 +430,9 @@ class Trainer:
                 par.epoch_end(model, record, history)
             if self.log is not None:
                 self.log(_format(record, cfg.epochs, improved, model.name if phase is None else phase))
+            if ckpt is not None:
+                stop = "time_cap" if capped else ("patience" if stopper is not None and stopper.exhausted else None)
+                ckpt.save(epoch, step, cap.spent(), model, opt, rng, history, stopper, key, stopped_by=stop)  # type: ignore[arg-type]
             if capped:
                 if self.log is not None:
                     self.log(f"{model.name}: time cap of {cfg.max_seconds:g} s hit at step {step} (epoch {epoch})")
@@ -426,6 +453,10 @@ class Trainer:
         model.fitted = True
         model.eval()
         return history
+
+
+def _known(values: dict[str, Any], cls: type) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
 
 
 def batch_loss(model: Recommender, batch: Any, spec: LossSpec, adversary: Adversary | None = None) -> torch.Tensor:

@@ -1,0 +1,634 @@
+"""One runner for the reproduction tables: a table is a TOML spec file, the runner does the rest.
+
+A spec (``segue/reproduce/specs/<name>.toml``, loaded into :class:`TableSpec`) names the
+datasets, the protocol, the models with their options, dev grids and paper numbers, the compute
+caps (and the tiny ``[quick]`` caps), the seeds, the orderings the paper claims and the notes
+file. The runner
+
+* **prepares** each dataset once with the spec's ``prepare`` hook (split, dev and test sets);
+* runs every (model, grid point, seed) **row** through the model's ``fit`` hook (default
+  :func:`pipeline_row`: ``segue.pipeline.run`` on a registry model); a hook returns the dev and
+  the test metrics of one trained model;
+* **caches** each row's result in a JSON-lines file keyed by a hash of the row's whole config
+  (table, dataset, model, options, train options, caps, seed, protocol), so a rerun **resumes**:
+  a cached row is not trained again (unless a row that depends on its trained model is not
+  cached: then it is retrained to hand that model over);
+* **selects** the grid point of a model on the dev metrics only (``select``, compared in order);
+  the test metrics of the other points are kept for transparency and never used to choose;
+* stops starting rows once the table's **time budget** is spent (the rows left are listed);
+* **writes** one results file pair, ``<out>/<name>.json`` and ``.md``: ours, the paper's number and
+  the difference per metric (:func:`segue.evaluation.report.write_results`), the orderings the
+  paper claims checked on our test numbers, the caps, and a link to ``<name>.notes.md`` (prose).
+
+Table-specific logic lives in small hooks referenced from the spec as ``"module:function"``.
+Cache: ``--cache DIR``, else ``$SEGUE_CACHE/reproduce``, else ``~/.cache/segue/reproduce``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import sys
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segue.errors import ConfigError
+
+SPEC_PACKAGE = "segue.reproduce.specs"
+
+
+def cache_root() -> Path:
+    """``$SEGUE_CACHE/reproduce``, else ``~/.cache/segue/reproduce`` (never a path of one machine)."""
+    base = os.environ.get("SEGUE_CACHE")
+    return (Path(base).expanduser() if base else Path("~/.cache/segue").expanduser()) / "reproduce"
+
+
+# -- the spec ---------------------------------------------------------------------------------
+
+
+def _typed(cls: type, data: dict[str, Any], where: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}.")
+    return cls(**data)
+
+
+@dataclass
+class ModelSpec:
+    """One row of the table (per dataset): a model, its options, its dev grid and the paper's numbers."""
+
+    label: str
+    model: str = ""  # registry name for the default hook (default: the label)
+    fit: str = ""  # "module:function" hook; "" = pipeline_row
+    datasets: list[str] = field(default_factory=list)  # [] = every dataset of the table
+    options: dict[str, Any] = field(default_factory=dict)  # model options
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides (or the hook's own options)
+    grid: list[dict[str, Any]] = field(default_factory=list)  # dev grid: points {options, train[, datasets]}
+    depends: list[str] = field(default_factory=list)  # labels whose trained models the hook reads
+    paper: dict[str, dict[str, float]] = field(default_factory=dict)  # dataset (or "*") -> metric -> value
+    paper_other: dict[str, dict[str, float]] = field(default_factory=dict)  # other paper columns (e.g. "AOTM")
+    reference: bool = False  # a reference row (popularity, random): not a model of the paper
+
+    def paper_for(self, dataset: str) -> dict[str, float] | None:
+        return self.paper.get(dataset) or self.paper.get("*")
+
+
+@dataclass
+class TableSpec:
+    """A reproduction table as data (see the module docstring); load with :meth:`from_toml`."""
+
+    name: str
+    title: str
+    paper: str
+    metrics: list[str]
+    datasets: list[str]
+    models: list[ModelSpec]
+    prepare: str  # "module:function" (dataset, spec, caps) -> prepared object
+    select: list[str] = field(default_factory=list)  # dev metrics compared in order (default: metrics)
+    protocol: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    caps: dict[str, Any] = field(default_factory=dict)  # passed to every hook; budget_seconds = table budget
+    dataset_caps: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-dataset overrides of caps
+    quick: dict[str, Any] = field(default_factory=dict)  # caps overrides of --quick (tiny, CI-sized)
+    quick_datasets: list[str] = field(default_factory=list)  # datasets of --quick (default: the first)
+    same_data: list[str] = field(default_factory=list)  # datasets that are the paper's own data
+    checks: list[dict[str, Any]] = field(default_factory=list)  # {"better": label, "than": [labels]}
+    notes: str = ""  # file name beside the results (docs/results/<name>.notes.md)
+    markdown: str = ""  # optional hook (result) -> extra Markdown appended to the table
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "spec") -> TableSpec:
+        data = dict(data)
+        models = [_typed(ModelSpec, m, f"{where} [[models]]") for m in data.pop("models", [])]
+        spec = _typed(cls, {**data, "models": models}, where)
+        spec.validate(where)
+        return spec
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> TableSpec:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"Cannot read the reproduction spec {path} ({e}).") from e
+        return cls.from_dict(data, str(path))
+
+    def validate(self, where: str = "spec") -> None:
+        labels = [m.label for m in self.models]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"{where}: duplicate model labels.")
+        known = set(labels)
+        for m in self.models:
+            for d in m.depends:
+                if d not in known or labels.index(d) >= labels.index(m.label):
+                    raise ConfigError(f"{where}: {m.label} depends on {d!r}, which must be a model listed before it.")
+        for c in self.checks:
+            if set(c) - {"better", "than"} or not isinstance(c.get("than"), list):
+                raise ConfigError(f"{where}: a check is {{better = LABEL, than = [LABELS]}}, got {c}.")
+        if not self.metrics or not self.datasets:
+            raise ConfigError(f"{where}: a table needs metrics and datasets.")
+
+    def caps_for(self, dataset: str, quick: bool) -> dict[str, Any]:
+        caps = {**self.caps, **self.dataset_caps.get(dataset, {})}
+        return {**caps, **self.quick} if quick else caps
+
+
+def spec_names() -> list[str]:
+    """The tables that ship a spec file."""
+    return sorted(p.name[:-5] for p in resources.files(SPEC_PACKAGE).iterdir() if p.name.endswith(".toml"))
+
+
+def load_spec(name: str) -> TableSpec:
+    """The packaged spec ``segue/reproduce/specs/<name>.toml``."""
+    res = resources.files(SPEC_PACKAGE) / f"{name}.toml"
+    if not res.is_file():
+        raise ConfigError(f"No reproduction spec {name!r}; known: {', '.join(spec_names())}.")
+    return TableSpec.from_dict(tomllib.loads(res.read_text()), f"{name}.toml")
+
+
+def resolve(ref: str) -> Callable[..., Any]:
+    """A hook ``"module:function"`` (a module under segue.reproduce may be given without the prefix)."""
+    if ":" not in ref:
+        raise ConfigError(f"A hook is 'module:function', got {ref!r}.")
+    mod, fn = ref.split(":", 1)
+    try:
+        module = importlib.import_module(mod if "." in mod else f"segue.reproduce.{mod}")
+        return getattr(module, fn)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"Cannot load the hook {ref!r} ({e}).") from e
+
+
+# -- rows and the cache ---------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """What the runner hands a fit hook: one (dataset, model, grid point, seed) and the table's caps."""
+
+    spec: TableSpec
+    model: ModelSpec
+    dataset: str
+    options: dict[str, Any]
+    train: dict[str, Any]
+    caps: dict[str, Any]
+    seed: int
+    quick: bool
+    trained: dict[str, Any]  # label -> trained model of this dataset (the rows this one depends on)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "table": self.spec.name,
+            "dataset": self.dataset,
+            "model": self.model.label,
+            "registry": self.model.model or self.model.label,
+            "fit": self.model.fit,
+            "options": self.options,
+            "train": self.train,
+            "caps": self.caps,
+            "seed": self.seed,
+            "protocol": self.spec.protocol,
+            "depends": self.model.depends,
+        }
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """The cache key of a row: sha256 of its config as canonical JSON (first 16 hex digits)."""
+    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class RunCache:
+    """Finished rows as JSON lines ``{"key", "config", "result"}``; the last line of a key wins."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.rows: dict[str, dict[str, Any]] = {}
+        if path is not None and path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    entry = json.loads(line)
+                    self.rows[entry["key"]] = entry["result"]
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.rows.get(key)
+
+    def put(self, key: str, config: dict[str, Any], result: dict[str, Any]) -> None:
+        self.rows[key] = result
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(json.dumps({"key": key, "config": config, "result": result}, default=_json) + "\n")
+
+
+def _json(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def select_on_dev(results: list[dict[str, Any]], keys: list[str]) -> int:
+    """Index of the best grid point by its **dev** metrics compared in order (first wins ties); never test."""
+    best, best_val = 0, None
+    for i, r in enumerate(results):
+        dev = r.get("dev") or {}
+        val = tuple(float(dev.get(k, float("-inf"))) for k in keys)
+        if best_val is None or val > best_val:
+            best, best_val = i, val
+    return best
+
+
+# -- the default hook -------------------------------------------------------------------------
+
+
+def pipeline_row(prepared: Any, row: Row) -> dict[str, Any]:
+    """Train a registry model with ``segue.pipeline.run`` on the shared split; dev and test metrics.
+
+    ``prepared`` is ``(data, protocol, (split, valid, test))`` (see :func:`prepare_protocol`).
+    Caps: ``epochs``, ``max_seconds``, ``patience`` (and ``threads``) override the train options.
+    """
+    from segue.pipeline import run, train_config_for
+
+    data, proto, shared = prepared
+    name = row.model.model or row.model.label
+    capped = {k: row.caps[k] for k in ("epochs", "max_seconds", "patience") if k in row.caps}
+    cfg = train_config_for(name, {"progress": False, "seed": row.seed, **row.train, **capped})
+    r = run(
+        name,
+        data,
+        protocol=proto,
+        model_options=row.options or None,
+        train_config=cfg,
+        log=None,
+        prepared=shared,
+        seed=row.seed,
+    )
+    return {
+        "dev": r.valid_metrics or {},
+        "test": r.metrics,
+        "fit_seconds": r.seconds,
+        "epochs": len(r.history.epochs),
+        "best_epoch": r.history.best_epoch,
+        "model": r.model,
+    }
+
+
+def prepare_protocol(dataset: str, spec: TableSpec, caps: dict[str, Any]) -> Any:
+    """Default ``prepare`` hook: load ``dataset``, split it with the spec's named protocol (``protocol.name``)."""
+    from segue.data.datasets import load_dataset
+    from segue.evaluation.protocols import get_protocol
+    from segue.pipeline import prepare
+
+    proto = get_protocol(spec.protocol.get("name", "loo-sampled"), seed=int(spec.protocol.get("seed", 0)))
+    data = load_dataset(dataset, progress=False)
+    if caps.get("max_users"):
+        data = _first_users(data, int(caps["max_users"]))
+    _, split, valid, test = prepare(data, proto)
+    return data, proto, (split, valid, test)
+
+
+def _first_users(data: Any, n: int) -> Any:
+    keep = np.isin(data.users, np.arange(1, n + 1))
+    return data.take(keep)
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    rows: list[dict[str, Any]]
+    grid: list[dict[str, Any]]
+    not_run: list[str]
+    trained: int
+    cached: int
+    seconds: float
+
+
+def run_table(
+    spec: TableSpec,
+    *,
+    quick: bool = False,
+    datasets: list[str] | None = None,
+    models: list[str] | None = None,
+    cache: RunCache | None = None,
+    budget: float | None = None,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+) -> Outcome:
+    """Run the rows of ``spec`` (see the module docstring) and return them; :func:`write_table` writes them."""
+    cache = cache or RunCache(None)
+    if datasets is None:
+        datasets = (spec.quick_datasets or spec.datasets[:1]) if quick else list(spec.datasets)
+    unknown = sorted(set(datasets) - set(spec.datasets))
+    if unknown:
+        raise ConfigError(f"{spec.name} has no dataset(s) {', '.join(unknown)}; it has {', '.join(spec.datasets)}.")
+    wanted = _with_dependencies(spec, models)
+    budget = budget if budget is not None else spec.caps_for(datasets[0], quick).get("budget_seconds")
+    t_start = time.perf_counter()
+    prepare_fn = resolve(spec.prepare)
+    out = Outcome([], [], [], 0, 0, 0.0)
+    for dataset in datasets:
+        caps = spec.caps_for(dataset, quick)
+        prepared: Any = None
+        trained: dict[str, Any] = {}
+        plan = [m for m in spec.models if m.label in wanted and (not m.datasets or dataset in m.datasets)]
+        rows = {m.label: _points(spec, m, dataset, caps, quick) for m in plan}
+        keys = {label: [config_key(r.config()) for r in rs] for label, rs in rows.items()}
+        # rows whose trained model a row that will train needs (transitively): retrained if only cached
+        needed_models: set[str] = set()
+        for m in reversed(plan):
+            if m.label in needed_models or not all(cache.get(k) for k in keys[m.label]):
+                needed_models.update(m.depends)
+        for m in plan:
+            results: list[dict[str, Any]] = []
+            for row, key in zip(rows[m.label], keys[m.label], strict=True):
+                hit = cache.get(key)
+                if hit is not None:
+                    out.cached += 1
+                    results.append(hit)
+                    continue
+                if budget is not None and time.perf_counter() - t_start > budget:
+                    out.not_run.append(f"{dataset}/{m.label} (budget of {budget:.0f} s spent)")
+                    results = []
+                    break
+                if prepared is None:
+                    prepared = prepare_fn(dataset, spec, caps)
+                results.append(_train(spec, m, row, key, prepared, trained, cache, quick, log))
+                out.trained += 1
+            if not results:
+                continue
+            best = _best_point(spec, results)
+            if m.label in needed_models and results[best[0]].get("_model") is None:
+                # a later row needs this row's trained model, which the cache does not hold: train it again
+                if prepared is None:
+                    prepared = prepare_fn(dataset, spec, caps)
+                i = best[0]
+                results[i] = _train(spec, m, rows[m.label][i], keys[m.label][i], prepared, trained, cache, quick, log)
+                out.trained += 1
+                out.cached -= 1
+            out.rows.append(_aggregate(spec, m, dataset, [results[i] for i in best], trained))
+            if m.grid:
+                out.grid += [
+                    {"dataset": dataset, "model": m.label, **{k: v for k, v in r.items() if k != "_model"}}
+                    for r in results
+                ]
+    out.seconds = time.perf_counter() - t_start
+    return out
+
+
+def _train(
+    spec: TableSpec,
+    m: ModelSpec,
+    row: Row,
+    key: str,
+    prepared: Any,
+    trained: dict[str, Any],
+    cache: RunCache,
+    quick: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Run one row's fit hook, record its result in the cache; the trained model rides along as ``_model``."""
+    row.trained = trained
+    t0 = time.perf_counter()
+    res = dict(resolve(m.fit or "segue.reproduce.runner:pipeline_row")(prepared, row))
+    res.setdefault("seconds", time.perf_counter() - t0)
+    model = res.pop("model", None)
+    res["options"], res["train"], res["seed"], res["quick"] = row.options, row.train, row.seed, quick
+    cache.put(key, row.config(), res)
+    log(f"[{row.dataset}] {m.label} {row.options or ''}{row.train or ''} seed {row.seed}: dev "
+        f"{_short(res.get('dev'))} ({res['seconds']:.0f} s)")  # fmt: skip
+    return {**res, "_model": model}
+
+
+def _best_point(spec: TableSpec, results: list[dict[str, Any]]) -> list[int]:
+    """Indices (one per seed) of the grid point with the best mean **dev** metrics; test is never read."""
+    n_seeds = len({r["seed"] for r in results}) or 1
+    points = [list(range(i, min(i + n_seeds, len(results)))) for i in range(0, len(results), n_seeds)]
+    keys = spec.select or spec.metrics
+    mean_dev = [{k: float(np.mean([results[i]["dev"].get(k, np.nan) for i in p])) for k in keys} for p in points]
+    return points[select_on_dev([{"dev": d} for d in mean_dev], keys)]
+
+
+def _short(m: dict[str, Any] | None) -> str:
+    return "{" + ", ".join(f"{k} {v:.4f}" for k, v in (m or {}).items() if isinstance(v, float)) + "}"
+
+
+def _with_dependencies(spec: TableSpec, models: list[str] | None) -> set[str]:
+    labels = [m.label for m in spec.models]
+    if not models:
+        return set(labels)
+    unknown = sorted(set(models) - set(labels))
+    if unknown:
+        raise ConfigError(f"{spec.name} has no model(s) {', '.join(unknown)}; it has {', '.join(labels)}.")
+    by = {m.label: m for m in spec.models}
+    todo, seen = list(models), set()
+    while todo:
+        label = todo.pop()
+        if label not in seen:
+            seen.add(label)
+            todo += by[label].depends
+    return seen
+
+
+def _points(spec: TableSpec, m: ModelSpec, dataset: str, caps: dict[str, Any], quick: bool) -> list[Row]:
+    grid = [g for g in m.grid or [{}] if not g.get("datasets") or dataset in g["datasets"]]
+    if quick:
+        grid = grid[:1]
+    rows = []
+    for point in grid:
+        extra = sorted(set(point) - {"options", "train", "datasets"})
+        if extra:
+            raise ConfigError(f"{spec.name}/{m.label}: a grid point has options, train, datasets; got {extra}.")
+        for seed in spec.seeds[:1] if quick else spec.seeds:
+            rows.append(
+                Row(
+                    spec=spec,
+                    model=m,
+                    dataset=dataset,
+                    options={**m.options, **point.get("options", {})},
+                    train={**m.train, **point.get("train", {})},
+                    caps=caps,
+                    seed=seed,
+                    quick=quick,
+                    trained={},
+                )
+            )
+    return rows
+
+
+def _aggregate(
+    spec: TableSpec, m: ModelSpec, dataset: str, results: list[dict[str, Any]], trained: dict[str, Any]
+) -> dict[str, Any]:
+    """The table row of a model from the dev-selected grid point's results (one per seed), test averaged."""
+    best = results
+    n_seeds = len(best)
+    if best[0].get("_model") is not None:
+        trained[m.label] = best[0]["_model"]
+    metrics = {k: float(np.mean([r["test"][k] for r in best])) for k in best[0]["test"]}
+    row: dict[str, Any] = {
+        "model": m.label,
+        "dataset": dataset,
+        "metrics": metrics,
+        "dev": {k: float(np.mean([r["dev"][k] for r in best])) for k in best[0].get("dev") or {}},
+        "paper": m.paper_for(dataset),
+        **({"paper_other": m.paper_other} if m.paper_other else {}),
+        "same_data_as_paper": dataset in spec.same_data and not results[0].get("quick", False),
+        "seconds": round(float(sum(r.get("seconds", 0.0) for r in best)), 1),
+        "options": best[0]["options"],
+        "train": best[0]["train"],
+        "reference": m.reference,
+    }
+    if n_seeds > 1:
+        row["seeds"] = [r["seed"] for r in best]
+        row["std"] = {k: float(np.std([r["test"][k] for r in best], ddof=1)) for k in metrics}
+    skip = {"dev", "test", "options", "train", "seed", "seconds", "_model", "quick"}
+    for k, v in best[0].items():
+        if k not in skip:
+            row[k] = v
+    return row
+
+
+# -- the writer -------------------------------------------------------------------------------
+
+
+def check_lines(spec: TableSpec, rows: list[dict[str, Any]]) -> list[str]:
+    """The orderings the paper claims, on our test numbers, per dataset and metric."""
+    out = []
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        got = {r["model"]: r["metrics"] for r in rows if r["dataset"] == ds}
+        for c in spec.checks:
+            a, bs = c["better"], [b for b in c["than"] if b in got]
+            if a not in got or not bs:
+                continue
+            for m in spec.metrics:
+                if m not in got[a]:
+                    continue
+                best = max(got[b][m] for b in bs)
+                verdict = "holds" if got[a][m] >= best else "DOES NOT HOLD"
+                out.append(f"- {ds}: {a} {m} {got[a][m]:.4f} >= max({', '.join(bs)}) {best:.4f}: {verdict}")
+    return out
+
+
+def write_table(spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, command: str, quick: bool = False) -> Path:
+    """Write ``<out_dir>/<name>.json`` and ``.md``: ours vs the paper, the checks, caps, budget and notes link."""
+    from segue.evaluation.report import write_results
+
+    caps = {d: spec.caps_for(d, quick) for d in dict.fromkeys(r["dataset"] for r in outcome.rows)}
+    result: dict[str, Any] = {
+        "table": spec.name,
+        "paper": spec.paper,
+        "command": command,
+        "protocol": spec.protocol,
+        "rows": outcome.rows,
+        "grid": outcome.grid,
+        "checks": check_lines(spec, outcome.rows),
+        "caps": caps,
+        "quick": quick,
+        "not_run": outcome.not_run,
+        "run": {"trained": outcome.trained, "cached": outcome.cached, "seconds": round(outcome.seconds, 1)},
+        "notes": f"See {spec.notes}." if spec.notes else "",
+    }
+    path = write_results(result, out_dir, spec.name, list(spec.metrics))
+    md = path.with_suffix(".md")
+    extra = ["## What the paper claims (on our test numbers)", "", *(result["checks"] or ["(no claim checkable)"])]
+    extra += ["", "## Compute caps", ""]
+    extra += [f"- {d}: " + ", ".join(f"{k}={v}" for k, v in c.items()) for d, c in caps.items()]
+    extra.append(
+        f"- this run: {outcome.trained} rows trained, {outcome.cached} from the cache, {outcome.seconds:.0f} s"
+        + (" (--quick: tiny caps, a smoke test, not a result)" if quick else "")
+    )
+    if outcome.not_run:
+        extra += ["", "Not run within the budget: " + ", ".join(outcome.not_run)]
+    if outcome.grid:
+        extra += ["", "## Dev grid (selection on dev only; test shown for transparency, never used to choose)", ""]
+        extra += ["| dataset | model | options | train | " + " | ".join(f"dev {k}" for k in spec.select or spec.metrics)
+                  + " | " + " | ".join(f"test {k}" for k in spec.metrics) + " |"]  # fmt: skip
+        extra.append("|" + "---|" * (4 + len(spec.select or spec.metrics) + len(spec.metrics)))
+        for g in outcome.grid:
+            dev = [f"{g['dev'].get(k, float('nan')):.4f}" for k in spec.select or spec.metrics]
+            test = [f"{g['test'].get(k, float('nan')):.4f}" for k in spec.metrics]
+            extra.append(f"| {g['dataset']} | {g['model']} | {g['options']} | {g['train']} | " + " | ".join(dev + test)
+                         + " |")  # fmt: skip
+    if spec.markdown:
+        extra += ["", resolve(spec.markdown)(result)]
+    if spec.notes:
+        extra += ["", f"Notes, investigation and the [CODE-HINT] choices: [{spec.notes}]({spec.notes})."]
+    md.write_text(md.read_text() + "\n" + "\n".join(extra) + "\n")
+    return path
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def main(name: str, argv: list[str] | None = None) -> Outcome:
+    """``segue reproduce NAME [--quick] [--out DIR] [--datasets ..] [--models ..] [--budget S] [--cache DIR]``."""
+    spec = load_spec(name)
+    ap = argparse.ArgumentParser(prog=f"segue reproduce {name}", description=spec.title)
+    ap.add_argument("--quick", action="store_true", help="tiny caps on the first dataset: a smoke test in minutes")
+    ap.add_argument("--out", default=None, help="results folder (default docs/results; --quick: under the cache)")
+    ap.add_argument("--datasets", default=None, help=f"comma list (default: {','.join(spec.datasets)})")
+    ap.add_argument("--models", default=None, help="comma list of row labels (their dependencies run too)")
+    ap.add_argument("--budget", type=float, default=None, help="time budget in seconds (default: the spec's)")
+    ap.add_argument("--cache", default=None, help="cache folder (default $SEGUE_CACHE/reproduce or ~/.cache/segue)")
+    ap.add_argument("--no-cache", action="store_true", help="train every row (still records the results)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    root = Path(args.cache).expanduser() if args.cache else cache_root()
+    cache_file = root / name / ("runs-quick.jsonl" if args.quick else "runs.jsonl")
+    cache = RunCache(cache_file)
+    if args.no_cache:
+        cache.rows = {}
+    out_dir = Path(args.out) if args.out else (root / "quick" if args.quick else Path("docs/results"))
+    outcome = run_table(
+        spec,
+        quick=args.quick,
+        datasets=args.datasets.split(",") if args.datasets else None,
+        models=args.models.split(",") if args.models else None,
+        cache=cache,
+        budget=args.budget,
+    )
+    parts = [f"segue reproduce {name}"] + (["--quick"] if args.quick else [])
+    parts += [f"--{k} {v}" for k, v in (("datasets", args.datasets), ("models", args.models)) if v]
+    path = write_table(spec, outcome, out_dir, command=" ".join(parts), quick=args.quick)
+    print(f"wrote {path} and {path.with_suffix('.md')} ({outcome.trained} trained, {outcome.cached} cached, "
+          f"{outcome.seconds:.0f} s)", file=sys.stderr)  # fmt: skip
+    return outcome
+
+
+__all__ = [
+    "ModelSpec",
+    "Outcome",
+    "Row",
+    "RunCache",
+    "TableSpec",
+    "cache_root",
+    "check_lines",
+    "config_key",
+    "load_spec",
+    "main",
+    "pipeline_row",
+    "prepare_protocol",
+    "resolve",
+    "run_table",
+    "select_on_dev",
+    "spec_names",
+    "write_table",
+]

@@ -1,0 +1,275 @@
+"""The reproduction runner (segue/reproduce/runner.py) on a toy spec, and every table's --quick run (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from segue.errors import ConfigError
+from segue.reproduce import REPRODUCTIONS, run_reproduction
+from segue.reproduce.runner import (
+    RunCache,
+    TableSpec,
+    cache_root,
+    config_key,
+    load_spec,
+    resolve,
+    run_table,
+    select_on_dev,
+    spec_names,
+    write_table,
+)
+
+from .conftest import make_frame
+
+CALLS: list[tuple[str, str, dict[str, Any]]] = []
+
+
+def toy_prepare(dataset: str, spec: Any, caps: dict[str, Any]) -> dict[str, Any]:
+    return {"dataset": dataset, "scale": 1.0 if dataset == "toy-a" else 0.5}
+
+
+def toy_fit(prepared: dict[str, Any], row: Any) -> dict[str, Any]:
+    """dev rises with ``options.x``, test falls with it: choosing on test would pick the other end."""
+    CALLS.append((row.dataset, row.model.label, dict(row.options)))
+    x = float(row.options.get("x", 1.0))
+    s = prepared["scale"]
+    base = row.trained.get(row.model.depends[0]).value if row.model.depends else 0.0
+    model = type("Trained", (), {"value": base + x})()
+    return {
+        "dev": {"HR@10": s * x / 10, "NDCG@10": s * x / 20},
+        "test": {"HR@10": s * (1 - x / 10), "NDCG@10": s * (1 - x / 20) / 2},
+        "model": model,
+        "depends_value": base,
+    }
+
+
+def _toy_spec(**over: Any) -> TableSpec:
+    data: dict[str, Any] = {
+        "name": "toy-table",
+        "title": "a toy",
+        "paper": "nowhere",
+        "metrics": ["HR@10", "NDCG@10"],
+        "datasets": ["toy-a", "toy-b"],
+        "prepare": "tests.test_reproduce:toy_prepare",
+        "caps": {"budget_seconds": 1000},
+        "quick": {"tiny": True},
+        "same_data": ["toy-a"],
+        "notes": "toy-table.notes.md",
+        "models": [
+            {
+                "label": "base",
+                "fit": "tests.test_reproduce:toy_fit",
+                "grid": [{"options": {"x": 1.0}}, {"options": {"x": 3.0}}, {"options": {"x": 2.0}}],
+                "paper": {"toy-a": {"HR@10": 0.5, "NDCG@10": 0.25}},
+            },
+            {
+                "label": "stacked",
+                "fit": "tests.test_reproduce:toy_fit",
+                "depends": ["base"],
+                "options": {"x": 0.5},
+                "paper": {"*": {"HR@10": 0.9}},
+            },
+        ],
+        "checks": [{"better": "stacked", "than": ["base"]}],
+    }
+    data.update(over)
+    return TableSpec.from_dict(data, "toy")
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls() -> None:
+    CALLS.clear()
+
+
+def test_cache_hit_skips_training_and_a_changed_config_retrains(tmp_path: Path) -> None:
+    spec = _toy_spec()
+    first = run_table(spec, cache=RunCache(tmp_path / "runs.jsonl"), log=lambda s: None)
+    assert first.trained == 2 * (3 + 1) and first.cached == 0 and len(CALLS) == 8
+    CALLS.clear()
+    again = run_table(spec, cache=RunCache(tmp_path / "runs.jsonl"), log=lambda s: None)
+    assert again.trained == 0 and again.cached == 8 and CALLS == []
+    assert [r["metrics"] for r in again.rows] == [r["metrics"] for r in first.rows]
+    # one option changed: only that row (and nothing else) trains again
+    spec.models[1].options = {"x": 0.25}
+    third = run_table(spec, cache=RunCache(tmp_path / "runs.jsonl"), log=lambda s: None)
+    assert {c[1] for c in CALLS} == {"base", "stacked"}  # base retrained once per dataset to hand over its model
+    assert third.trained == 2 * (1 + 1) and third.cached == 2 * 2
+    # the key is a hash of the row's whole config
+    assert config_key({"a": 1, "b": [1, 2]}) == config_key({"b": [1, 2], "a": 1}) != config_key({"a": 2, "b": [1, 2]})
+
+
+def test_dev_grid_selection_uses_dev_only(tmp_path: Path) -> None:
+    out = run_table(_toy_spec(), cache=RunCache(None), log=lambda s: None)
+    base = [r for r in out.rows if r["model"] == "base"]
+    assert [r["options"]["x"] for r in base] == [3.0, 3.0]  # the best dev point ...
+    grid_tests = [g["test"]["HR@10"] for g in out.grid if g["dataset"] == "toy-a"]
+    assert base[0]["metrics"]["HR@10"] == min(grid_tests) < max(grid_tests)  # ... although test is worst there
+    # the dependent row got the selected model
+    stacked = next(r for r in out.rows if r["model"] == "stacked" and r["dataset"] == "toy-a")
+    assert stacked["depends_value"] == 3.0
+    assert (
+        select_on_dev([{"dev": {"a": 1, "b": 5}}, {"dev": {"a": 1, "b": 6}}, {"dev": {"a": 0, "b": 9}}], ["a", "b"])
+        == 1
+    )
+
+
+def test_writer_has_paper_vs_ours_columns_checks_and_notes_link(tmp_path: Path) -> None:
+    spec = _toy_spec()
+    out = run_table(spec, cache=RunCache(None), log=lambda s: None)
+    path = write_table(spec, out, tmp_path, command="segue reproduce toy-table")
+    result = json.loads(path.read_text())
+    md = path.with_suffix(".md").read_text()
+    assert "| model | HR@10 ours | HR@10 paper | HR@10 diff | NDCG@10 ours | NDCG@10 paper | NDCG@10 diff |" in md
+    a = next(r for r in result["rows"] if r["model"] == "base" and r["dataset"] == "toy-a")
+    assert a["paper"] == {"HR@10": 0.5, "NDCG@10": 0.25} and a["same_data_as_paper"] is True
+    ours = a["metrics"]["HR@10"]
+    assert f"| base | {ours:.4f} | 0.5000 | {ours - 0.5:+.3f} |" in md
+    b = next(r for r in result["rows"] if r["model"] == "base" and r["dataset"] == "toy-b")
+    assert b["paper"] is None and b["same_data_as_paper"] is False
+    assert any("stacked HR@10" in line and "max(base)" in line for line in result["checks"])
+    assert "## Dev grid (selection on dev only" in md and "[toy-table.notes.md](toy-table.notes.md)" in md
+    assert "budget_seconds=1000" in md
+
+
+def test_budget_stops_starting_rows_and_names_them() -> None:
+    out = run_table(_toy_spec(), cache=RunCache(None), budget=0.0, log=lambda s: None)
+    assert out.trained == 0 and CALLS == [] and out.rows == []
+    assert any("toy-a/base" in s and "budget" in s for s in out.not_run)
+
+
+def test_quick_takes_the_first_dataset_grid_point_and_seed_with_quick_caps() -> None:
+    spec = _toy_spec(seeds=[0, 1, 2])
+    out = run_table(spec, quick=True, cache=RunCache(None), log=lambda s: None)
+    assert {c[0] for c in CALLS} == {"toy-a"} and len(CALLS) == 2
+    assert spec.caps_for("toy-a", True)["tiny"] is True and "tiny" not in spec.caps_for("toy-a", False)
+    assert all(r["same_data_as_paper"] is False for r in out.rows)  # a quick run is never the paper's setting
+
+
+def test_seeds_are_averaged_and_models_filter_keeps_dependencies() -> None:
+    out = run_table(_toy_spec(seeds=[0, 1]), models=["stacked"], datasets=["toy-b"], log=lambda s: None)
+    assert {r["model"] for r in out.rows} == {"base", "stacked"}
+    assert all(r["seeds"] == [0, 1] and r["std"]["HR@10"] == 0.0 for r in out.rows)
+    with pytest.raises(ConfigError, match="no model"):
+        run_table(_toy_spec(), models=["nope"], log=lambda s: None)
+    with pytest.raises(ConfigError, match="no dataset"):
+        run_table(_toy_spec(), datasets=["nope"], log=lambda s: None)
+
+
+def test_spec_validation() -> None:
+    with pytest.raises(ConfigError, match="unknown key"):
+        _toy_spec(colour="red")
+    with pytest.raises(ConfigError, match="depends on"):
+        _toy_spec(models=[{"label": "a", "depends": ["b"]}, {"label": "b"}])
+    with pytest.raises(ConfigError, match="a check is"):
+        _toy_spec(checks=[{"better": "base", "than": "stacked"}])
+    with pytest.raises(ConfigError, match="hook"):
+        resolve("no-colon")
+
+
+def test_packaged_specs_load_and_their_hooks_resolve() -> None:
+    names = spec_names()
+    assert {"foundation-baselines", "masr-table-4.4"} <= set(names)
+    for name in names:
+        spec = load_spec(name)
+        assert REPRODUCTIONS[name][0] == f"spec:{name}"
+        resolve(spec.prepare)
+        for m in spec.models:
+            resolve(m.fit or "segue.reproduce.runner:pipeline_row")
+            assert m.paper_for(spec.datasets[0]) is None or set(m.paper_for(spec.datasets[0])) <= set(spec.metrics)
+        assert spec.quick and spec.caps.get("budget_seconds")
+
+
+def test_no_machine_path_in_reproduce_code_or_specs() -> None:
+    root = Path(__file__).resolve().parents[1] / "segue" / "reproduce"
+    for p in [*root.glob("*.py"), *root.glob("specs/*.toml")]:
+        text = p.read_text()
+        for bad in ("/work/", "/home/", "/tmp/segue"):
+            assert bad not in text, f"{p.name} holds a machine path ({bad})"
+
+
+def test_cache_root_follows_segue_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SEGUE_CACHE", str(tmp_path))
+    assert cache_root() == tmp_path / "reproduce"
+    monkeypatch.delenv("SEGUE_CACHE")
+    assert cache_root() == Path("~/.cache/segue/reproduce").expanduser()
+
+
+def test_command_line_on_the_pipeline_hook(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``segue reproduce NAME`` through the runner: a spec on segue.pipeline.run with a tiny synthetic dataset."""
+    import segue.reproduce.runner as runner
+    from segue.data.interactions import Interactions
+
+    frame = make_frame(n_users=60, n_items=300, per_user=10)
+    data = Interactions.from_frame(frame, timestamp="ts", weight="rating", name="toy")
+    monkeypatch.setattr("segue.data.datasets.load_dataset", lambda name, progress=False: data)
+    spec = _toy_spec(
+        datasets=["toy"],
+        same_data=[],
+        prepare="segue.reproduce.runner:prepare_protocol",
+        protocol={"name": "loo-sampled", "seed": 0},
+        quick={"epochs": 1},
+        models=[
+            {"label": "pop", "reference": True},
+            {"label": "mf-bpr", "options": {"dim": 8}, "grid": [{"train": {"lr": 0.01}}, {"train": {"lr": 0.05}}]},
+        ],
+        checks=[{"better": "mf-bpr", "than": ["pop"]}],
+    )
+    monkeypatch.setattr(runner, "load_spec", lambda name: spec)
+    monkeypatch.setitem(REPRODUCTIONS, "toy-table", ("spec:toy-table", "a toy"))
+    monkeypatch.setenv("SEGUE_CACHE", str(tmp_path / "cache"))
+    out = run_reproduction("toy-table", ["--quick"])
+    assert out.trained == 2 and {r["model"] for r in out.rows} == {"pop", "mf-bpr"}
+    written = tmp_path / "cache" / "reproduce" / "quick" / "toy-table.json"
+    result = json.loads(written.read_text())
+    assert result["command"] == "segue reproduce toy-table --quick" and result["quick"] is True
+    assert all(0.0 <= r["metrics"]["HR@10"] <= 1.0 and r["dev"] for r in result["rows"])
+    again = run_reproduction("toy-table", ["--quick", "--out", str(tmp_path / "o")])
+    assert again.trained == 0 and again.cached == 2 and (tmp_path / "o" / "toy-table.md").exists()
+    full = run_reproduction("toy-table", ["--out", str(tmp_path / "full")])  # both grid points, dev decides
+    assert full.trained == 3 and len(full.grid) == 2  # its own cache (full caps): pop + both grid points
+
+
+def test_segue_reproduce_list_shows_migrated_and_script_tables() -> None:
+    from typer.testing import CliRunner
+
+    from segue.cli import app
+
+    r = CliRunner().invoke(app, ["reproduce", "--list"])
+    assert r.exit_code == 0
+    for name in ("foundation-baselines", "masr-table-4.4", "sdmr-table-5.3", "cosernn-table-2"):
+        assert name in r.stdout
+
+
+# -- every table's --quick run (slow: real data, minutes each) ------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REPRODUCTIONS))
+def test_quick_reproduction(name: str, tmp_path: Path) -> None:
+    """``segue reproduce NAME --quick`` finishes and writes its results (into a temporary folder)."""
+    from .conftest import real_data_dir
+
+    data_dir = real_data_dir()
+    env = {**os.environ, "SEGUE_DATA_DIR": str(data_dir), "SEGUE_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    out = tmp_path / "out"
+    p = subprocess.run(
+        [sys.executable, "-m", "segue.cli", "reproduce", name, "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    written = list(out.glob("*.json"))
+    assert written, f"{name} wrote no results"
+    result = json.loads(written[0].read_text())
+    assert result["rows"] and all(np.isfinite(list(r["metrics"].values())).all() for r in result["rows"])
