@@ -278,6 +278,9 @@ def train(
     columns: Columns = None,
     data_dir: DataDir = None,
     as_json: Json = False,
+    nproc: Annotated[
+        int, typer.Option("--nproc", help="Train and evaluate in N local processes (torch.distributed, DDP).")
+    ] = 1,
 ) -> None:
     """Train MODEL on DATASET (a name or a data file) under a protocol, evaluate on test, and write a run directory."""
     from segue.data.datasets import get_dataset
@@ -312,6 +315,23 @@ def train(
     if no_progress or as_json:
         train_opts["progress"] = False
     cfg = train_config_for(model, train_opts)
+    if nproc != 1 or _torchrun():  # docs/scale.md: every rank runs segue.pipeline.train_job
+        if resume:
+            raise ConfigError("--resume continues a one-process run; it is not supported with --nproc or torchrun yet.")
+        path = Path(dataset).expanduser()
+        label = file_label(path) if path.is_file() else dataset
+        job = {
+            "model": model,
+            "dataset": dataset,
+            "protocol": protocol,
+            "negatives": negatives,
+            "seed": seed,
+            "dev": dev,
+        }
+        job |= {"model_options": model_opts, "train": cfg.to_dict(), "data_dir": data_dir, "overwrite": overwrite}
+        job |= {"format": format_, "columns": col_map, "log": None if as_json else "default"}
+        job["out"] = out_dir or Path("runs") / f"{model}-{label}-{protocol}-s{seed}"
+        return _train_distributed(nproc, job, cfg.device, as_json)
     path = Path(dataset).expanduser()
     label = file_label(path) if path.is_file() else dataset
     if out_dir is None:
@@ -359,6 +379,38 @@ def train(
         f"Protocol {protocol}: {proto.description}; dev item: {proto.dev_rule}. tie_rate: the share of cases "
         "whose held-out item ties a negative (ties count against the model).",
         highlight=False,
+    )
+
+
+def _torchrun() -> bool:
+    from segue.training.distributed import torchrun_env
+
+    return torchrun_env() is not None
+
+
+def _train_distributed(nproc: int, job: dict[str, Any], device: str, as_json: bool) -> None:
+    """``train`` over torch.distributed: ``--nproc N`` local processes, or this process as one rank of torchrun."""
+    from segue.pipeline import preflight, train_job
+    from segue.training import distributed
+
+    if _torchrun():
+        result = distributed.run_in_torchrun(train_job, job, device)
+        if result is None:  # ranks other than 0 print nothing
+            return
+    else:
+        distributed.check_nproc(nproc, device)
+        preflight(job["out"], overwrite=job["overwrite"])  # a run directory that cannot be written fails first
+        result = distributed.launch(nproc, train_job, job, device=device, out_dir=job["out"])
+    if as_json:
+        _emit_json(result)
+        return
+    title = f"{result['model']} on {result['dataset']} ({result['protocol']}, {result['nproc']} processes)"
+    out.print(
+        _table(
+            f"{title}, fit in {result['fit_seconds']:.1f}s -> {result['run_dir']}",
+            ["metric", "test", "dev"],
+            [[k, v, (result["valid"] or {}).get(k)] for k, v in result["test"].items()],
+        )
     )
 
 

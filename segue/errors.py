@@ -39,5 +39,9 @@ class NotFittedError(SegueError, RuntimeError):
     """A model used before it was fitted or loaded."""
 
 
+class RankFailedError(SegueError, RuntimeError):
+    """A process of a distributed run raised or died, so every process stopped."""
+
+
 class WriteError(RunDirError):
     """A run or export directory that could not be written (a read-only or full disk)."""

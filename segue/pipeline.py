@@ -26,6 +26,7 @@ from segue.evaluation.protocols import EvalSet, Protocol, evaluate, get_protocol
 from segue.models.base import Recommender, build_model
 from segue.training import fit
 from segue.training.checkpoint import save_run
+from segue.training.distributed import is_main, prepare_checkpoints, world
 from segue.training.resume import EpochCheckpoint
 from segue.training.trainer import History, TrainConfig, seed_everything
 
@@ -143,7 +144,13 @@ def run(
         valid = None if valid is None else valid.with_history(split.train, s)
         test = test.with_history(split.train, s)
     checkpoint = None
-    if out is not None:
+    if world() is not None:  # several processes: rank 0 checkpoints every epoch into the run directory
+        if resume:
+            raise ConfigError("resume continues a one-process run; it is not supported over several processes yet.")
+        if out is not None and is_main():
+            preflight(out, overwrite=overwrite, model=model, n_rows=len(split.train))
+        prepare_checkpoints(None if out is None else Path(out), overwrite)
+    elif out is not None:
         preflight(out, overwrite=overwrite, model=model, n_rows=len(split.train))
         checkpoint = EpochCheckpoint(resume_dir(out), resume=resume, log=_logger(log))
     elif resume:
@@ -159,7 +166,7 @@ def run(
             model, valid, ks=ks, metrics=proto.metrics, recall_denominator=proto.recall_denominator
         )
     run_dir = None
-    if out is not None:
+    if out is not None and is_main():  # written once, by rank 0
         seen = split.train.to_csr()
         seen.data[:] = 1
         recent = None
@@ -186,10 +193,52 @@ def run(
             metrics={"test": metrics, "valid": valid_metrics, "fit_seconds": seconds},
             evalsets={"valid": valid, "test": test},
             group_maps=split.train.group_maps,
-            overwrite=overwrite,
+            overwrite=overwrite or world() is not None,  # the checkpoints' directory, checked before training
             recent=recent,
         )
     return RunResult(model, metrics, valid_metrics, history, seconds, run_dir, proto, test)
+
+
+def train_job(spec: dict[str, Any]) -> dict[str, Any]:
+    """``segue train`` in one process of a distributed run (every rank: load, split, fit, evaluate; rank 0 logs
+    and writes the run directory). ``spec`` holds the command's resolved options; returns the result summary."""
+    from segue.data.files import open_dataset
+
+    w = world()
+    main = is_main()
+    cfg = TrainConfig.from_dict(spec["train"])
+    if not main:
+        cfg = dataclasses.replace(cfg, progress=False)
+    if w is not None and w.device.type == "cuda":
+        cfg = dataclasses.replace(cfg, device=str(w.device))
+    source = open_dataset(
+        spec["dataset"], spec.get("data_dir"), format=spec.get("format"), columns=spec.get("columns"), progress=False
+    )
+    protocol = spec.get("protocol") or source.default_protocol
+    proto = get_protocol(protocol, seed=spec["seed"], n_negatives=spec.get("negatives"), dev=spec.get("dev", "random"))
+    res = run(
+        spec["model"],
+        source.data,
+        protocol=proto,
+        model_options=spec.get("model_options"),
+        train_config=cfg,
+        out=spec.get("out"),
+        seed=spec["seed"],
+        overwrite=spec.get("overwrite", False),
+        log=spec.get("log", "default") if main else None,
+    )
+    return {
+        "model": spec["model"],
+        "dataset": spec["dataset"],
+        "protocol": protocol,
+        "dev_rule": proto.dev_rule,
+        "run_dir": str(res.run_dir),
+        "test": res.metrics,
+        "valid": res.valid_metrics,
+        "fit_seconds": res.seconds,
+        "best_epoch": res.history.best_epoch,
+        "nproc": 1 if w is None else w.size,
+    }
 
 
 def resume_dir(out: str | Path) -> Path:

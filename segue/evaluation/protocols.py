@@ -66,6 +66,7 @@ from segue.data.splits import Split, group_holdout, leave_one_out, random_split,
 from segue.errors import ConfigError, DataError
 from segue.evaluation.metrics import compute_metrics, rank_positives, tied_rows
 from segue.models.base import Context, Recommender, check_scores
+from segue.training.distributed import eval_shard, gather_cases, reduce_means
 
 
 @dataclass
@@ -378,12 +379,18 @@ def evaluate(
 
     ``tie_rate`` is always added: the share of cases in which a positive ties with a candidate
     negative (ties count against the model; see :func:`segue.evaluation.metrics.tied_rows`).
+
+    Under torch.distributed (two or more ranks) each rank scores a contiguous block of the cases and the
+    means are reduced exactly over all of them (segue/training/distributed.py); every rank gets the result.
     """
     if evalset.n_items != model.n_items:
         raise DataError(f"The evaluation set has {evalset.n_items} items but the model has {model.n_items}.")
     missing = set(model.needs) - (evalset.context.present() if evalset.context else set())
     if missing:
         raise DataError(f"{model.name} needs context {sorted(missing)} that the evaluation set does not carry.")
+    n_cases, block = len(evalset), eval_shard(len(evalset))
+    if block is not None:
+        evalset = evalset.subset(np.arange(*block))
     device = model.device
     was_training = model.training
     model.eval()
@@ -420,6 +427,11 @@ def evaluate(
     finally:
         model.train(was_training)
     per = {k: torch.cat(v) for k, v in rows.items()}
+    if block is not None:
+        means: dict[str, Any] = reduce_means(per)
+        if per_case:
+            means["per_case"] = {k: gather_cases(v, n_cases).numpy() for k, v in per.items()}
+        return means
     out: dict[str, Any] = {k: float(v.mean()) for k, v in per.items()}
     if per_case:
         out["per_case"] = {k: v.numpy() for k, v in per.items()}

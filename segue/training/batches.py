@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -54,29 +54,50 @@ def _check_sizes(model: Recommender, train: Interactions) -> None:
 
 
 class Batches:
-    """Base: ``n_rows`` training rows, ``epoch(rng)`` yields batches of ``batch_size`` rows."""
+    """Base: ``n_rows`` training rows, ``epoch(rng)`` yields batches of ``batch_size`` rows.
+
+    ``shard = (rank, world size)`` (set by segue/training/distributed.py) makes :meth:`_slices` yield only
+    this rank's share of each epoch's permutation; builders whose ``epoch`` draws its rows through
+    :meth:`_slices` say so with ``shardable``.
+    """
 
     n_rows: int
+    shardable: ClassVar[bool] = False
+    shard: tuple[int, int] | None = None
 
     def __init__(self, batch_size: int, n_negatives: int) -> None:
         self.batch_size = batch_size
         self.n_negatives = n_negatives
 
     def __len__(self) -> int:
-        return math.ceil(self.n_rows / self.batch_size)
+        rows = self.n_rows if self.shard is None else math.ceil(self.n_rows / self.shard[1])
+        return math.ceil(rows / self.batch_size)
 
     def epoch(self, rng: np.random.Generator) -> Iterator[Any]:
         raise NotImplementedError
 
     def _slices(self, rng: np.random.Generator) -> Iterator[tuple[slice, torch.Tensor]]:
         perm = torch.as_tensor(rng.permutation(self.n_rows))
+        if self.shard is not None:
+            perm = shard_rows(perm, *self.shard)
         for b in range(len(self)):
             sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
             yield sl, perm[sl]
 
 
+def shard_rows(perm: torch.Tensor, rank: int, size: int) -> torch.Tensor:
+    """Rank ``rank``'s rows of an epoch's permutation, as ``torch.utils.data.DistributedSampler`` takes them:
+    the permutation padded with its own first rows to a multiple of ``size``, then every ``size``-th row."""
+    total = math.ceil(len(perm) / size) * size
+    if total > len(perm):
+        perm = torch.cat([perm, perm.repeat(math.ceil(total / max(len(perm), 1)))[: total - len(perm)]])
+    return perm[rank:total:size]
+
+
 class PairBatches(Batches):
     """Rows (user, item+) with sampled negatives; a sequential model's context windows ride along."""
+
+    shardable: ClassVar[bool] = True
 
     def __init__(self, model: Recommender, train: Interactions, cfg: Any, rng: np.random.Generator) -> None:
         super().__init__(cfg.batch_size, cfg.n_negatives)
@@ -106,6 +127,8 @@ class PairBatches(Batches):
 
 class GroupBatches(Batches):
     """Playlist rows (playlist, song+): member list without the target, negatives outside the playlist."""
+
+    shardable: ClassVar[bool] = True
 
     def __init__(self, model: Recommender, train: Interactions, cfg: Any, rng: np.random.Generator) -> None:
         super().__init__(cfg.batch_size, cfg.n_negatives)
@@ -139,6 +162,8 @@ class GroupBatches(Batches):
 
 class SequenceBatches(Batches):
     """One row per user: inputs, a target at every position, and negatives per position."""
+
+    shardable: ClassVar[bool] = True
 
     def __init__(self, model: Recommender, train: Interactions, cfg: Any, rng: np.random.Generator) -> None:
         super().__init__(cfg.batch_size, cfg.n_negatives)
@@ -177,4 +202,13 @@ def batches_for(model: Recommender, train: Interactions, cfg: Any, rng: np.rando
     return BUILDERS[kind](model, train, cfg, rng)
 
 
-__all__ = ["BUILDERS", "Batches", "GroupBatches", "PairBatches", "SequenceBatches", "batches_for", "playlist_owners"]
+__all__ = [
+    "BUILDERS",
+    "Batches",
+    "GroupBatches",
+    "PairBatches",
+    "SequenceBatches",
+    "batches_for",
+    "playlist_owners",
+    "shard_rows",
+]

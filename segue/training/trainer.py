@@ -41,6 +41,7 @@ from segue.errors import ConfigError, DataError
 from segue.models.base import Recommender
 from segue.models.losses import LossSpec
 from segue.training.batches import Batches, batches_for
+from segue.training.distributed import data_parallel
 from segue.training.optim import OPTIMIZERS, make_optimizer
 
 if TYPE_CHECKING:
@@ -351,6 +352,7 @@ class Trainer:
         rng = np.random.default_rng(cfg.seed)
         spec = cfg.loss_spec()
         batches = make_batches(rng)
+        par = data_parallel(model, batches, cfg, batch_loss)  # None in one process; shards the batches
         opt = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov)
         decay = cfg.lr_decay
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1.0 + decay * t)) if decay else None
@@ -380,7 +382,7 @@ class Trainer:
             for batch in batches.epoch(rng):
                 if device.type != "cpu":  # builders produce CPU tensors
                     batch = batch.to(device)
-                loss = batch_loss(model, batch, spec, adversary)
+                loss = batch_loss(model, batch, spec, adversary) if par is None else par.loss(batch, spec, adversary)
                 if not torch.isfinite(loss):
                     raise DataError(
                         f"Training of {model.name} diverged at epoch {epoch} (loss is {loss.item()}); "
@@ -398,11 +400,13 @@ class Trainer:
                 seen += len(batch)
                 if progress is not None:
                     progress.update(1)
-                if cap.hit:
+                if cap.hit if par is None else par.time_cap(cap):
                     history.stopped_by, history.stop_step = "time_cap", step
                     break
             if progress is not None:
                 progress.close()
+            if par is not None:
+                total, seen = par.epoch_sums(total, seen)
             record: dict[str, Any] = {
                 "epoch": epoch,
                 "step": step,
@@ -422,6 +426,8 @@ class Trainer:
                 improved = stopper.update(model, record["valid"], epoch, history)
             record["seconds"] = time.perf_counter() - t0
             history.epochs.append(record)
+            if par is not None:
+                par.epoch_end(model, record, history)
             if self.log is not None:
                 self.log(_format(record, cfg.epochs, improved, model.name if phase is None else phase))
             if ckpt is not None:
@@ -431,7 +437,7 @@ class Trainer:
                 if self.log is not None:
                     self.log(f"{model.name}: time cap of {cfg.max_seconds:g} s hit at step {step} (epoch {epoch})")
                 break
-            if stopper is not None and stopper.exhausted:
+            if stopper is not None and (stopper.exhausted if par is None else par.stop(stopper.exhausted)):
                 history.stopped_by = "patience"
                 break
         history.stopped_early = history.stopped_by is not None
