@@ -713,6 +713,9 @@ def write_doc(sections: dict[str, str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="Replace the sections in docs/reliability.md.")
+    ap.add_argument(
+        "--load", action=argparse.BooleanOptionalAction, default=True, help="Also run the server load section."
+    )
     args = ap.parse_args(argv)
     import torch
 
@@ -735,6 +738,11 @@ def main(argv: list[str] | None = None) -> int:
         "uninterrupted run on CPU).\n\n"
         f"Command: `{COMMAND}` ({t2 - t1:.0f} s).\n\n" + table("Faults", fl, "survived with nothing lost"),
     }
+    if args.load:  # p50 / p99 at 1, 8 and 32 clients, with and without an expensive one (benchmarks/...load.py)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_reliability_load import load_section
+
+        sections["Load"] = load_section()
     for body in sections.values():
         print(body, end="\n\n")
     if args.write:

@@ -214,7 +214,7 @@ def _load_rows(
         server.wait(10)
 
 
-COMMAND = "python benchmarks/bench_reliability_load.py --write"
+COMMAND = "python benchmarks/bench_reliability.py --write"  # the whole page; this script alone: its --write
 DOC = ROOT / "docs" / "reliability.md"
 
 
@@ -274,15 +274,10 @@ def load_section(seconds: float = 4.0, clients: tuple[int, ...] = (1, 8, 32), co
 
 def write_doc(body: str) -> None:
     """Replace (or add) the ``## Load`` section of docs/reliability.md, keeping the others."""
-    text = DOC.read_text() if DOC.exists() else "# Reliability\n"
-    block = f"## Load\n\n{body}\n"
-    start = text.find("## Load\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + block
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + block + ("" if end < 0 else text[end + 1 :])
-    DOC.write_text(text)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_reliability import write_doc as write_sections
+
+    write_sections({"Load": body})
 
 
 def main() -> None:
