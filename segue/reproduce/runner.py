@@ -107,6 +107,7 @@ class TableSpec:
     checks: list[dict[str, Any]] = field(default_factory=list)  # {"better": label, "than": [labels]}
     notes: str = ""  # file name beside the results (docs/results/<name>.notes.md)
     markdown: str = ""  # optional hook (result) -> extra Markdown appended to the table
+    lower_is_better: list[str] = field(default_factory=list)  # metrics where less is better (ranks), for checks
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "spec") -> TableSpec:
@@ -571,12 +572,21 @@ def check_lines(spec: TableSpec, rows: list[dict[str, Any]]) -> list[str]:
             if a not in got or not bs:
                 continue
             for m in spec.metrics:
-                if m not in got[a]:
+                if m not in got[a] or not _finite(got[a][m]) or not all(_finite(got[b].get(m)) for b in bs):
+                    continue
+                if m in spec.lower_is_better:
+                    best = min(got[b][m] for b in bs)
+                    verdict = "holds" if got[a][m] <= best else "DOES NOT HOLD"
+                    out.append(f"- {ds}: {a} {m} {got[a][m]:.4f} <= min({', '.join(bs)}) {best:.4f}: {verdict}")
                     continue
                 best = max(got[b][m] for b in bs)
                 verdict = "holds" if got[a][m] >= best else "DOES NOT HOLD"
                 out.append(f"- {ds}: {a} {m} {got[a][m]:.4f} >= max({', '.join(bs)}) {best:.4f}: {verdict}")
     return out
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and bool(np.isfinite(x))
 
 
 def write_table(spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, command: str, quick: bool = False) -> Path:
@@ -633,6 +643,20 @@ def write_table(spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, comma
 # -- the command line -------------------------------------------------------------------------
 
 
+def parse_caps(items: list[str]) -> dict[str, Any]:
+    """``["KEY=VALUE", ...]`` -> caps; each VALUE is read as a TOML value (a bare word is a string)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--caps takes KEY=VALUE, got {item!r}.")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value.strip()
+    return out
+
+
 def main(name: str, argv: list[str] | None = None) -> Outcome:
     """``segue reproduce NAME [--quick] [--out DIR] [--datasets ..] [--models ..] [--budget S] [--cache DIR]``."""
     spec = load_spec(name)
@@ -645,7 +669,16 @@ def main(name: str, argv: list[str] | None = None) -> Outcome:
     ap.add_argument("--cache", default=None, help="cache folder (default $SEGUE_CACHE/reproduce or ~/.cache/segue)")
     ap.add_argument("--no-cache", action="store_true", help="train every row (still records the results)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--caps", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a cap of every dataset (VALUE read as TOML, e.g. text_loss=true); repeatable")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.caps:
+        over = parse_caps(args.caps)
+        spec.caps.update(over)
+        for c in spec.dataset_caps.values():
+            c.update(over)
+        if args.quick:
+            spec.quick.update(over)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -665,6 +698,7 @@ def main(name: str, argv: list[str] | None = None) -> Outcome:
     )
     parts = [f"segue reproduce {name}"] + (["--quick"] if args.quick else [])
     parts += [f"--{k} {v}" for k, v in (("datasets", args.datasets), ("models", args.models)) if v]
+    parts += [f"--caps {c}" for c in args.caps]
     path = write_table(spec, outcome, out_dir, command=" ".join(parts), quick=args.quick)
     print(f"wrote {path} and {path.with_suffix('.md')} ({outcome.trained} trained, {outcome.cached} cached, "
           f"{outcome.seconds:.0f} s)", file=sys.stderr)  # fmt: skip
@@ -683,6 +717,7 @@ __all__ = [
     "convergence_lines",
     "load_spec",
     "main",
+    "parse_caps",
     "pipeline_row",
     "prepare_protocol",
     "resolve",
