@@ -207,15 +207,15 @@ def test_malformed_data_file(tmp_path: Path) -> None:
 
 
 def test_reproduce_lists_every_table_and_forwards_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
-    import segue.reproduce.sdmr_basket as basket
+    import segue.reproduce.runner as spec_runner
 
     r = runner.invoke(app, ["reproduce", "--list"])
     assert r.exit_code == 0 and "sdmr-table-5.4" in r.stdout and "masr-table-4.4" in r.stdout
-    seen: list[list[str]] = []
-    monkeypatch.setattr(basket, "main", lambda argv: seen.append(argv))
-    r = runner.invoke(app, ["reproduce", "sdmr-table-5.4", "--max-epochs", "1", "--models", "pop"])
+    seen: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(spec_runner, "main", lambda name, argv: seen.append((name, argv)))
+    r = runner.invoke(app, ["reproduce", "sdmr-table-5.4", "--caps", "epochs=1", "--models", "pop"])
     assert r.exit_code == 0, r.output
-    assert seen == [["--max-epochs", "1", "--models", "pop"]]
+    assert seen == [("sdmr-table-5.4", ["--caps", "epochs=1", "--models", "pop"])]
 
 
 def _train_caser(run_dir: Path, data_dir: Path) -> Path:

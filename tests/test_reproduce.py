@@ -24,6 +24,7 @@ from segue.reproduce.runner import (
     run_table,
     select_on_dev,
     spec_names,
+    training_summary,
     write_table,
 )
 
@@ -139,6 +140,47 @@ def test_writer_has_paper_vs_ours_columns_checks_and_notes_link(tmp_path: Path) 
     assert "budget_seconds=1000" in md
 
 
+def history_fit(prepared: dict[str, Any], row: Any) -> dict[str, Any]:
+    """A hook returning its trainer History: ``options.stop`` says how it stopped (dev rising when capped)."""
+    from segue.training.trainer import History
+
+    stop = row.options["stop"]
+    vals = [0.2, 0.3, 0.35, 0.34, 0.33, 0.32] if stop == "patience" else [0.2, 0.3, 0.35, 0.39]
+    recs = [{"epoch": e, "loss": 1.0, "valid": {"HR@10": v, "NDCG@10": v / 2}} for e, v in enumerate(vals, 1)]
+    best = int(np.argmax(vals)) + 1
+    hist = History(epochs=recs, best_epoch=best, monitor="HR@10,NDCG@10", stopped_by=stop)
+    return {"dev": {"HR@10": vals[best - 1]}, "test": {"HR@10": 0.1}, "history": hist}
+
+
+def test_runner_records_how_each_row_stopped_and_the_last_slope_of_capped_rows(tmp_path: Path) -> None:
+    models = [
+        {"label": "conv", "fit": "tests.test_reproduce:history_fit", "options": {"stop": "patience"}},
+        {"label": "capped", "fit": "tests.test_reproduce:history_fit", "options": {"stop": "time_cap"}},
+        {"label": "short", "fit": "tests.test_reproduce:history_fit", "options": {"stop": "epochs"}},
+    ]
+    spec = _toy_spec(models=models, checks=[], datasets=["toy-a"], metrics=["HR@10"])
+    cache = RunCache(tmp_path / "runs.jsonl")
+    out = run_table(spec, cache=cache, log=lambda s: None)
+    rows = {r["model"]: r for r in out.rows}
+    conv, capped = rows["conv"], rows["capped"]
+    assert (conv["stopped_by"], conv["epochs_run"], conv["best_epoch"]) == ("patience", 6, 3)
+    assert conv["dev_curve"][0] == [1, 0.2] and conv["dev_last_slope"] == pytest.approx(-0.01)
+    assert (capped["stopped_by"], capped["epochs_run"], capped["best_epoch"]) == ("time cap", 4, 4)
+    assert capped["dev_last_slope"] == pytest.approx(0.04) and rows["short"]["stopped_by"] == "epoch cap"
+    assert "history" not in capped  # the History object itself is not kept, only its summary
+    # cached rows keep the summary; the writer shows it and names the capped rows
+    again = run_table(spec, cache=RunCache(tmp_path / "runs.jsonl"), log=lambda s: None)
+    assert again.trained == 0 and {r["model"]: r["stopped_by"] for r in again.rows}["capped"] == "time cap"
+    md = write_table(spec, again, tmp_path, command="segue reproduce toy-table").with_suffix(".md").read_text()
+    assert "| toy-a | capped | time cap | 4 | 4 | +0.0400 (capped) |" in md
+    assert "Stopped by a cap, not by patience: toy-a/capped, toy-a/short" in md
+    # an APR row's earlier BPR stage is summarised too
+    s = training_summary(
+        {"epochs": [], "stopped_by": "patience", "stages": {"bpr": {"epochs": [], "stopped_by": "epochs"}}}
+    )
+    assert s["stages"]["bpr"]["stopped_by"] == "epoch cap" and s["dev_last_slope"] is None
+
+
 def test_budget_stops_starting_rows_and_names_them() -> None:
     out = run_table(_toy_spec(), cache=RunCache(None), budget=0.0, log=lambda s: None)
     assert out.trained == 0 and CALLS == [] and out.rows == []
@@ -187,12 +229,67 @@ def test_packaged_specs_load_and_their_hooks_resolve() -> None:
         assert spec.quick and spec.caps.get("budget_seconds")
 
 
+@pytest.mark.parametrize("name", spec_names())
+def test_every_spec_validates_its_hooks_resolve_and_its_models_are_registered(name: str) -> None:
+    """Each packaged spec loads, names itself, has quick caps and a budget, and every row names a known model."""
+    import importlib
+
+    from segue.models.base import list_models
+
+    spec = load_spec(name)
+    assert spec.name == name and REPRODUCTIONS[name][0] == f"spec:{name}"
+    assert spec.quick and spec.caps.get("budget_seconds") and spec.notes == f"{name}.notes.md"
+    assert (Path(__file__).resolve().parents[1] / "docs" / "results" / spec.notes).exists()
+    assert set(spec.quick_datasets) <= set(spec.datasets) and set(spec.same_data) <= set(spec.datasets)
+    for ref in [spec.prepare, *([spec.markdown] if spec.markdown else [])]:
+        assert callable(resolve(ref))
+    registry = set(list_models())
+    labels = [m.label for m in spec.models]
+    for m in spec.models:
+        hook = m.fit or "segue.reproduce.runner:pipeline_row"
+        assert callable(resolve(hook))
+        assert set(m.datasets) <= set(spec.datasets), m.label
+        # the registry name: options.model / options.kind (a hook's own switch), model, the label (masr_ps: masr)
+        names = {m.options.get("model"), m.options.get("kind"), m.model or m.label, m.label.split("_")[0]} - {None}
+        unregistered = set(getattr(importlib.import_module(hook.split(":")[0]), "UNREGISTERED_ROWS", ()))
+        assert names & (registry | unregistered), f"{name}/{m.label}: none of {names} is a registered model"
+        for ds in spec.datasets:
+            paper = m.paper_for(ds)
+            assert paper is None or set(paper) <= set(spec.metrics), f"{name}/{m.label}: paper metrics"
+        for g in m.grid:
+            assert set(g) <= {"options", "train", "datasets"}, f"{name}/{m.label}: grid point {g}"
+    for c in spec.checks:
+        assert c["better"] in labels and set(c["than"]) <= set(labels), c
+
+
 def test_no_machine_path_in_reproduce_code_or_specs() -> None:
     root = Path(__file__).resolve().parents[1] / "segue" / "reproduce"
     for p in [*root.glob("*.py"), *root.glob("specs/*.toml")]:
         text = p.read_text()
         for bad in ("/work/", "/home/", "/tmp/segue"):
             assert bad not in text, f"{p.name} holds a machine path ({bad})"
+
+
+def test_parse_caps_reads_toml_values() -> None:
+    from segue.reproduce.runner import parse_caps
+
+    assert parse_caps(["epochs=3", "text_loss=true", "name=abc", "lr=1e-3"]) == {
+        "epochs": 3, "text_loss": True, "name": "abc", "lr": 1e-3}  # fmt: skip
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_caps(["epochs"])
+
+
+def test_checks_read_ranks_as_lower_is_better_and_skip_undefined_metrics() -> None:
+    from segue.reproduce.runner import check_lines
+
+    spec = _toy_spec(metrics=["MRR", "Rank", "Track"], lower_is_better=["Rank"])
+    rows = [
+        {"model": "base", "dataset": "d", "metrics": {"MRR": 0.2, "Rank": 9.0, "Track": float("nan")}},
+        {"model": "stacked", "dataset": "d", "metrics": {"MRR": 0.3, "Rank": 8.0, "Track": float("nan")}},
+    ]
+    lines = check_lines(spec, rows)
+    assert any("Rank 8.0000 <= min(base) 9.0000: holds" in x for x in lines)
+    assert any("MRR 0.3000 >= max(base) 0.2000: holds" in x for x in lines) and not any("Track" in x for x in lines)
 
 
 def test_cache_root_follows_segue_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -258,6 +355,11 @@ def test_quick_reproduction(name: str, tmp_path: Path) -> None:
     from .conftest import real_data_dir
 
     data_dir = real_data_dir()
+    if name == "dcue-tables":
+        from segue.audio.corpus import audio_dir
+
+        if not (audio_dir(None) / "manifest.json").is_file():
+            pytest.skip(f"the DSC-7 audio corpus is not at {audio_dir(None)}: `segue audio fetch` needs the internet")
     env = {**os.environ, "SEGUE_DATA_DIR": str(data_dir), "SEGUE_CACHE": str(tmp_path / "cache"),
            "OMP_NUM_THREADS": "1"}  # fmt: skip
     out = tmp_path / "out"

@@ -107,6 +107,7 @@ class TableSpec:
     checks: list[dict[str, Any]] = field(default_factory=list)  # {"better": label, "than": [labels]}
     notes: str = ""  # file name beside the results (docs/results/<name>.notes.md)
     markdown: str = ""  # optional hook (result) -> extra Markdown appended to the table
+    lower_is_better: list[str] = field(default_factory=list)  # metrics where less is better (ranks), for checks
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "spec") -> TableSpec:
@@ -407,12 +408,67 @@ def _train(
     t0 = time.perf_counter()
     res = dict(resolve(m.fit or "segue.reproduce.runner:pipeline_row")(prepared, row))
     res.setdefault("seconds", time.perf_counter() - t0)
+    if res.get("history") is not None:  # how training stopped, recorded for every trained row
+        res.update(training_summary(res.pop("history")))
+    res.pop("history", None)
     model = res.pop("model", None)
     res["options"], res["train"], res["seed"], res["quick"] = row.options, row.train, row.seed, quick
     cache.put(key, row.config(), res)
     log(f"[{row.dataset}] {m.label} {row.options or ''}{row.train or ''} seed {row.seed}: dev "
         f"{_short(res.get('dev'))} ({res['seconds']:.0f} s)")  # fmt: skip
     return {**res, "_model": model}
+
+
+STOPPED_BY = {"patience": "patience", "epochs": "epoch cap", "time_cap": "time cap"}
+
+
+def training_summary(history: Any) -> dict[str, Any]:
+    """How a row's training stopped, from its trainer History (or its dict): ``stopped_by`` (patience,
+    epoch cap, time cap), ``epochs_run``, ``best_epoch``, the dev curve of the first monitored metric
+    (``dev_curve``: [epoch, value] per dev evaluation) and ``dev_last_slope``, its change per epoch over
+    the last two dev evaluations (the number to read for a row a cap stopped: > 0 means dev still rose).
+    An earlier stage (the BPR stage before APR) is summarised under ``stages``."""
+    h = history.to_dict() if hasattr(history, "to_dict") else dict(history)
+    records = h.get("epochs") or []
+    monitor = (h.get("monitor") or "").split(",")[0].strip()
+    curve = []
+    for r in records:
+        valid = r.get("valid") or {}
+        if valid:
+            key = monitor if monitor in valid else next(iter(valid))
+            curve.append([int(r["epoch"]), round(float(valid[key]), 5)])
+    slope = None
+    if len(curve) >= 2 and curve[-1][0] != curve[-2][0]:
+        slope = round((curve[-1][1] - curve[-2][1]) / (curve[-1][0] - curve[-2][0]), 5)
+    out: dict[str, Any] = {
+        "stopped_by": STOPPED_BY.get(h.get("stopped_by") or "", h.get("stopped_by")),
+        "epochs_run": max((int(r["epoch"]) for r in records), default=0),
+        "best_epoch": h.get("best_epoch"),
+        "dev_curve": curve,
+        "dev_last_slope": slope,
+    }
+    stages = {k: training_summary(v) for k, v in (h.get("stages") or {}).items() if isinstance(v, dict)}
+    if stages:
+        out["stages"] = stages
+    return out
+
+
+def convergence_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The Markdown table of how every trained row stopped (rows without ``stopped_by`` are left out)."""
+    trained = [r for r in rows if r.get("stopped_by")]
+    if not trained:
+        return []
+    out = ["| dataset | model | stopped by | epochs run | best epoch | dev last slope / epoch | seconds |"]
+    out.append("|---|---|---|---|---|---|---|")
+    for r in trained:
+        slope = r.get("dev_last_slope")
+        capped = r["stopped_by"] != "patience"
+        shown = "-" if slope is None else f"{slope:+.4f}" + (" (capped)" if capped else "")
+        out.append(f"| {r['dataset']} | {r['model']} | {r['stopped_by']} | {r.get('epochs_run', '-')} "
+                   f"| {r.get('best_epoch', '-')} | {shown} | {r.get('seconds', 0):.0f} |")  # fmt: skip
+    capped = [f"{r['dataset']}/{r['model']}" for r in trained if r["stopped_by"] != "patience"]
+    out += ["", "Stopped by a cap, not by patience: " + (", ".join(capped) if capped else "none")]
+    return out
 
 
 def _best_point(spec: TableSpec, results: list[dict[str, Any]]) -> list[int]:
@@ -516,12 +572,21 @@ def check_lines(spec: TableSpec, rows: list[dict[str, Any]]) -> list[str]:
             if a not in got or not bs:
                 continue
             for m in spec.metrics:
-                if m not in got[a]:
+                if m not in got[a] or not _finite(got[a][m]) or not all(_finite(got[b].get(m)) for b in bs):
+                    continue
+                if m in spec.lower_is_better:
+                    best = min(got[b][m] for b in bs)
+                    verdict = "holds" if got[a][m] <= best else "DOES NOT HOLD"
+                    out.append(f"- {ds}: {a} {m} {got[a][m]:.4f} <= min({', '.join(bs)}) {best:.4f}: {verdict}")
                     continue
                 best = max(got[b][m] for b in bs)
                 verdict = "holds" if got[a][m] >= best else "DOES NOT HOLD"
                 out.append(f"- {ds}: {a} {m} {got[a][m]:.4f} >= max({', '.join(bs)}) {best:.4f}: {verdict}")
     return out
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and bool(np.isfinite(x))
 
 
 def write_table(spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, command: str, quick: bool = False) -> Path:
@@ -554,6 +619,9 @@ def write_table(spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, comma
     )
     if outcome.not_run:
         extra += ["", "Not run within the budget: " + ", ".join(outcome.not_run)]
+    conv = convergence_lines(outcome.rows)
+    if conv:
+        extra += ["", "## How each row stopped (dev metric, patience vs caps)", "", *conv]
     if outcome.grid:
         extra += ["", "## Dev grid (selection on dev only; test shown for transparency, never used to choose)", ""]
         extra += ["| dataset | model | options | train | " + " | ".join(f"dev {k}" for k in spec.select or spec.metrics)
@@ -575,6 +643,20 @@ def write_table(spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, comma
 # -- the command line -------------------------------------------------------------------------
 
 
+def parse_caps(items: list[str]) -> dict[str, Any]:
+    """``["KEY=VALUE", ...]`` -> caps; each VALUE is read as a TOML value (a bare word is a string)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--caps takes KEY=VALUE, got {item!r}.")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value.strip()
+    return out
+
+
 def main(name: str, argv: list[str] | None = None) -> Outcome:
     """``segue reproduce NAME [--quick] [--out DIR] [--datasets ..] [--models ..] [--budget S] [--cache DIR]``."""
     spec = load_spec(name)
@@ -587,7 +669,16 @@ def main(name: str, argv: list[str] | None = None) -> Outcome:
     ap.add_argument("--cache", default=None, help="cache folder (default $SEGUE_CACHE/reproduce or ~/.cache/segue)")
     ap.add_argument("--no-cache", action="store_true", help="train every row (still records the results)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--caps", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a cap of every dataset (VALUE read as TOML, e.g. text_loss=true); repeatable")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.caps:
+        over = parse_caps(args.caps)
+        spec.caps.update(over)
+        for c in spec.dataset_caps.values():
+            c.update(over)
+        if args.quick:
+            spec.quick.update(over)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -607,6 +698,7 @@ def main(name: str, argv: list[str] | None = None) -> Outcome:
     )
     parts = [f"segue reproduce {name}"] + (["--quick"] if args.quick else [])
     parts += [f"--{k} {v}" for k, v in (("datasets", args.datasets), ("models", args.models)) if v]
+    parts += [f"--caps {c}" for c in args.caps]
     path = write_table(spec, outcome, out_dir, command=" ".join(parts), quick=args.quick)
     print(f"wrote {path} and {path.with_suffix('.md')} ({outcome.trained} trained, {outcome.cached} cached, "
           f"{outcome.seconds:.0f} s)", file=sys.stderr)  # fmt: skip
@@ -622,13 +714,16 @@ __all__ = [
     "cache_root",
     "check_lines",
     "config_key",
+    "convergence_lines",
     "load_spec",
     "main",
+    "parse_caps",
     "pipeline_row",
     "prepare_protocol",
     "resolve",
     "run_table",
     "select_on_dev",
     "spec_names",
+    "training_summary",
     "write_table",
 ]
