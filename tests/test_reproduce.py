@@ -375,3 +375,18 @@ def test_quick_reproduction(name: str, tmp_path: Path) -> None:
     assert written, f"{name} wrote no results"
     result = json.loads(written[0].read_text())
     assert result["rows"] and all(np.isfinite(list(r["metrics"].values())).all() for r in result["rows"])
+
+
+def test_quaternion_adversarial_row_starts_from_the_plain_models_config_and_weights() -> None:
+    """quaternion-table-5.6: an A* row (and its lambda_adv = 0 control) takes the dev-chosen plain model as it is."""
+    import torch
+
+    from segue.models.base import build_model
+    from segue.reproduce.quaternion_table import _from_plain
+
+    plain = build_model("quale", 20, 30, {"dim": 8, "l": 3, "init_std": 0.1})
+    adv = _from_plain("aquale", plain, {"l": 3, "adv_epochs": 2, "adv_weight": 0.0}, 20, 30)
+    c = adv.config
+    assert (c.init_std, c.adversarial, c.adv_weight, c.adv_epochs) == (0.1, True, 0.0, 2)
+    for k, v in plain.state_dict().items():
+        assert torch.equal(adv.state_dict()[k], v), k
