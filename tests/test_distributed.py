@@ -148,7 +148,8 @@ def test_a_dead_rank_stops_the_run_and_the_checkpoint_stays(tmp_path: Path, monk
     assert not out.exists()  # the run directory is written once, at the end
 
 
-RESUMED = {"epochs": 5}  # the interrupted run dies as epoch 3 starts: it resumes from epoch 2's checkpoint
+# 4 epochs of few steps; the interrupted run dies as epoch 3 starts and resumes from epoch 2's checkpoint
+RESUMED = {"epochs": 4, "batch_size": 1024}
 
 
 def _runs_job(payload: dict[str, Any]) -> list[dict[str, Any]]:
