@@ -371,6 +371,8 @@ class Trainer:
             resumed = ckpt.restore(model, opt, rng, stopper, key, sampler=sampler)
             if resumed is not None:  # an interrupted run that had already stopped goes straight to the end
                 history, step = History(**_known(resumed.history, History)), resumed.step
+                if sched is not None:  # the per-step decay continues from the checkpoint's step
+                    sched.last_epoch = step
                 start = resumed.epoch + 1 if history.stopped_by is None else cfg.epochs + 1
         cap = TimeCap(cfg.max_seconds)
         if resumed is not None:
