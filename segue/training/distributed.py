@@ -278,14 +278,17 @@ def _first_line(msg: str) -> str:
 
 
 def _kept(out_dir: Any) -> str:
-    from segue.training.resume import checkpoint_epoch, resume_dir
+    """What the run keeps: the epoch checkpoint of segue/training/resume.py beside the run directory."""
+    from segue.dirs import resume_dir
+    from segue.files import read_json
 
     if out_dir is None:
         return "no run directory was asked for"
     kept = resume_dir(out_dir)
-    epoch = checkpoint_epoch(kept)
-    if epoch is None:
-        return f"{kept} holds no checkpoint (no epoch finished)"
+    try:
+        epoch = int(read_json(kept / "checkpoint.json")["epoch"])
+    except Exception:  # no checkpoint, or none that can be read: none to point at
+        return f"{kept} holds no epoch checkpoint (none was written)"
     return f"{kept} keeps the checkpoint of epoch {epoch} (continue with --resume)"
 
 

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from segue.dirs import RESUME_SUFFIX
+from segue.dirs import resume_dir
 from segue.errors import ConfigError, RunDirError
 from segue.files import first_line, read_json
 from segue.training.distributed import world
@@ -315,20 +315,6 @@ def check_resumable(model: Recommender, checkpoint: EpochCheckpoint | None, why:
         raise ConfigError(f"{model.name} cannot resume: it {why}; run it again without --resume.")
 
 
-def resume_dir(out: str | Path) -> Path:
-    """Where the epoch checkpoint of the run directory ``out`` is kept: the hidden sibling ``.NAME.resume``."""
-    out = Path(out)
-    return out.parent / f".{out.name}{RESUME_SUFFIX}"
-
-
-def checkpoint_epoch(directory: str | Path) -> int | None:
-    """The epoch of the checkpoint in ``directory``, or None when there is none (or it cannot be read)."""
-    try:
-        return int(read_json(Path(directory) / "checkpoint.json")["epoch"])
-    except Exception:  # no checkpoint, or none that can be read: none to point at
-        return None
-
-
 def _procs(n: int) -> str:
     return "1 process" if n == 1 else f"{n} processes"
 
@@ -402,4 +388,4 @@ def _fsync(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-__all__ = ["EpochCheckpoint", "Resumed", "check_resumable", "checkpoint_epoch", "resume_dir"]
+__all__ = ["EpochCheckpoint", "Resumed", "check_resumable", "resume_dir"]
