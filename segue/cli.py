@@ -316,8 +316,6 @@ def train(
         train_opts["progress"] = False
     cfg = train_config_for(model, train_opts)
     if nproc != 1 or _torchrun():  # docs/scale.md: every rank runs segue.pipeline.train_job
-        if resume:
-            raise ConfigError("--resume continues a one-process run; it is not supported with --nproc or torchrun yet.")
         path = Path(dataset).expanduser()
         label = file_label(path) if path.is_file() else dataset
         job = {
@@ -329,7 +327,7 @@ def train(
             "dev": dev,
         }
         job |= {"model_options": model_opts, "train": cfg.to_dict(), "data_dir": data_dir, "overwrite": overwrite}
-        job |= {"format": format_, "columns": col_map, "log": None if as_json else "default"}
+        job |= {"format": format_, "columns": col_map, "log": None if as_json else "default", "resume": resume}
         job["out"] = out_dir or Path("runs") / f"{model}-{label}-{protocol}-s{seed}"
         return _train_distributed(nproc, job, cfg.device, as_json)
     path = Path(dataset).expanduser()

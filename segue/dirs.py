@@ -28,6 +28,14 @@ from segue.errors import RunDirError
 MARKER = ".segue"
 #: suffix of the hidden sibling ``.NAME.resume`` that holds a training run's epoch checkpoint
 RESUME_SUFFIX = ".resume"
+
+
+def resume_dir(out: str | Path) -> Path:
+    """Where the epoch checkpoint of the run directory ``out`` is kept: the hidden sibling ``.NAME.resume``."""
+    out = Path(out)
+    return out.parent / f".{out.name}{RESUME_SUFFIX}"
+
+
 #: room kept free beyond an estimate of what a command writes
 SPACE_MARGIN = 16 * 2**20
 #: how a directory of each kind was recognised before the marker existed
@@ -180,6 +188,7 @@ __all__ = [
     "check_writable",
     "clean_leftovers",
     "new_sibling",
+    "resume_dir",
     "swap_in",
     "write_failed",
 ]

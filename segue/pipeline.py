@@ -20,14 +20,14 @@ import numpy as np
 from segue.data.interactions import IdMap, Interactions
 from segue.data.preprocess import dedup
 from segue.data.sequences import last_items
-from segue.dirs import RESUME_SUFFIX, check_target, check_writable
+from segue.dirs import check_target, check_writable
 from segue.errors import ConfigError, RunDirError, WriteError
 from segue.evaluation.protocols import EvalSet, Protocol, evaluate, get_protocol
 from segue.models.base import Recommender, build_model
 from segue.training import fit
 from segue.training.checkpoint import save_run
-from segue.training.distributed import is_main, prepare_checkpoints, world
-from segue.training.resume import EpochCheckpoint
+from segue.training.distributed import is_main, world
+from segue.training.resume import EpochCheckpoint, resume_dir
 from segue.training.trainer import History, TrainConfig, seed_everything
 
 
@@ -117,7 +117,7 @@ def run(
 
     With ``out``, the target is checked before training (:func:`preflight`), every epoch is
     checkpointed in ``.NAME.resume`` beside it (removed once the run is written), and ``resume=True``
-    continues from that checkpoint (segue/training/resume.py). If the run directory cannot be written
+    continues from that checkpoint (segue/training/resume.py), over several processes too (the same N). If the run directory cannot be written
     after training, the run is written to a temporary directory instead and the error says where.
     """
     proto = protocol if isinstance(protocol, Protocol) else get_protocol(protocol, seed=seed)
@@ -144,14 +144,9 @@ def run(
         valid = None if valid is None else valid.with_history(split.train, s)
         test = test.with_history(split.train, s)
     checkpoint = None
-    if world() is not None:  # several processes: rank 0 checkpoints every epoch into the run directory
-        if resume:
-            raise ConfigError("resume continues a one-process run; it is not supported over several processes yet.")
-        if out is not None and is_main():
+    if out is not None:  # over several processes: every rank checkpoints with rank 0, which alone writes
+        if is_main():
             preflight(out, overwrite=overwrite, model=model, n_rows=len(split.train))
-        prepare_checkpoints(None if out is None else Path(out), overwrite)
-    elif out is not None:
-        preflight(out, overwrite=overwrite, model=model, n_rows=len(split.train))
         checkpoint = EpochCheckpoint(resume_dir(out), resume=resume, log=_logger(log))
     elif resume:
         raise ConfigError("resume needs the run directory (out) whose epoch checkpoint to continue.")
@@ -193,7 +188,7 @@ def run(
             metrics={"test": metrics, "valid": valid_metrics, "fit_seconds": seconds},
             evalsets={"valid": valid, "test": test},
             group_maps=split.train.group_maps,
-            overwrite=overwrite or world() is not None,  # the checkpoints' directory, checked before training
+            overwrite=overwrite,
             recent=recent,
         )
     return RunResult(model, metrics, valid_metrics, history, seconds, run_dir, proto, test)
@@ -226,6 +221,7 @@ def train_job(spec: dict[str, Any]) -> dict[str, Any]:
         seed=spec["seed"],
         overwrite=spec.get("overwrite", False),
         log=spec.get("log", "default") if main else None,
+        resume=spec.get("resume", False),
     )
     return {
         "model": spec["model"],
@@ -239,12 +235,6 @@ def train_job(spec: dict[str, Any]) -> dict[str, Any]:
         "best_epoch": res.history.best_epoch,
         "nproc": 1 if w is None else w.size,
     }
-
-
-def resume_dir(out: str | Path) -> Path:
-    """Where the epoch checkpoint of the run directory ``out`` is kept: the hidden sibling ``.NAME.resume``."""
-    out = Path(out)
-    return out.parent / f".{out.name}{RESUME_SUFFIX}"
 
 
 def preflight(out: str | Path, *, overwrite: bool = False, model: Recommender | None = None, n_rows: int = 0) -> None:

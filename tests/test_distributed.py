@@ -27,6 +27,7 @@ from segue.pipeline import run, train_config_for
 from segue.training import distributed
 from segue.training.als import fit_als
 from segue.training.batches import shard_rows
+from segue.training.resume import resume_dir
 from tests.conftest import make_frame
 
 TOL = 0.06  # final test metrics, 2 processes vs 1 (module docstring)
@@ -39,9 +40,11 @@ def _data() -> Interactions:
     )
 
 
-def _train(out: Path | None, seed: int = 0, **options: Any) -> Any:
+def _train(out: Path | None, seed: int = 0, resume: bool = False, **options: Any) -> Any:
     cfg = train_config_for("mf-bpr", {**OPTS, "seed": seed, **options})
-    return run("mf-bpr", _data(), model_options={"dim": 16}, train_config=cfg, out=out, seed=seed, log=None)
+    return run(
+        "mf-bpr", _data(), model_options={"dim": 16}, train_config=cfg, out=out, seed=seed, log=None, resume=resume
+    )
 
 
 def _evalsets() -> tuple[Any, Any]:
@@ -102,7 +105,7 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
         assert abs(two["sparse"][key] - value) <= TOL, (key, value, two["sparse"][key])
     # the run directory was written once, by rank 0, and replaced its checkpoints
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["test"] == two["test"]
-    assert not (tmp_path / "two" / distributed.CHECKPOINT).exists()
+    assert not resume_dir(tmp_path / "two").exists()
     # a loss summed over the batch: gradients summed across ranks, the same loss per row to a few percent
     np.testing.assert_allclose(two["playlist"], _playlist_losses(), rtol=0.1)
     # ALS with its user and item half-steps split across the ranks: the factors of one process
@@ -131,16 +134,74 @@ def test_a_dead_rank_stops_the_run_and_the_checkpoint_stays(tmp_path: Path, monk
     with pytest.raises(RankFailedError) as e:
         distributed.launch(2, _dying_job, {"out": str(out)}, device="cpu", out_dir=out)
     msg = str(e.value)
+    kept = resume_dir(out)
     assert msg == (
-        f"Rank 1 of 2 was killed by SIGKILL, so the whole run stopped; {out} keeps the checkpoint of epoch 2 "
-        f"({distributed.CHECKPOINT})."
+        f"Rank 1 of 2 was killed by SIGKILL, so the whole run stopped; {kept} keeps the checkpoint of epoch 2 "
+        "(continue with --resume)."
     )
-    meta = distributed.checkpoint_meta(out)
-    assert meta is not None and meta["epoch"] == "2" and meta["model"] == "mf-bpr"
+    meta = json.loads((kept / "checkpoint.json").read_text())
+    assert meta["epoch"] == 2 and meta["key"]["model"] == "mf-bpr" and meta["nproc"] == 2
     from safetensors.torch import load_file
 
-    weights = load_file(str(out / distributed.CHECKPOINT))
-    assert weights["user_emb.weight"].shape == (401, 16)
+    weights = load_file(str(kept / meta["file"]))
+    assert weights["model.user_emb.weight"].shape == (401, 16)
+    assert not out.exists()  # the run directory is written once, at the end
+
+
+# 4 epochs of few steps; the interrupted run dies as epoch 3 starts and resumes from epoch 2's checkpoint
+RESUMED = {"epochs": 4, "batch_size": 1024}
+
+
+def _runs_job(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """One rank: the runs of ``payload["runs"]`` (run directory, resume?) one after the other."""
+    out = []
+    for path, resume in payload["runs"]:
+        res = _train(Path(path), resume=resume, **RESUMED)
+        strip = ("seconds", "train_seconds")
+        out.append(
+            {
+                "test": res.metrics,
+                "valid": res.valid_metrics,
+                "state": {k: v.detach().clone() for k, v in res.model.state_dict().items()},
+                "epochs": [{k: v for k, v in e.items() if k not in strip} for e in res.history.epochs],
+                "best_epoch": res.history.best_epoch,
+                "steps": res.history.steps,
+            }
+        )
+    return out
+
+
+def test_an_interrupted_two_process_run_resumes_to_the_uninterrupted_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir, ref_dir = tmp_path / "run", tmp_path / "ref"
+    with monkeypatch.context() as m:  # rank 1 raises as epoch 3 starts; rank 0 has written epoch 2's checkpoint
+        m.setenv("SEGUE_FAULT_RANK", "1")
+        m.setenv("SEGUE_FAULT_EPOCH", "3")
+        with pytest.raises(RankFailedError, match=r"keeps the checkpoint of epoch 2 \(continue with --resume\)\.$"):
+            distributed.launch(2, _runs_job, {"runs": [(str(run_dir), False)]}, device="cpu", out_dir=run_dir)
+    meta = json.loads((resume_dir(run_dir) / "checkpoint.json").read_text())
+    assert meta["epoch"] == 2 and meta["nproc"] == 2
+    assert meta["ranks"][0]["sampler"] != meta["ranks"][1]["sampler"]  # each rank's own negative stream
+    # another number of processes cannot continue it
+    with pytest.raises(ConfigError) as e:
+        _train(run_dir, resume=True, **RESUMED)
+    assert str(e.value) == (
+        f"The checkpoint in {resume_dir(run_dir)} was written by 2 processes and this run has 1 process; "
+        "resume it with --nproc 2, or run without --resume to start over."
+    )
+    ref, resumed = distributed.launch(
+        2, _runs_job, {"runs": [(str(ref_dir), False), (str(run_dir), True)]}, device="cpu"
+    )
+    # bitwise on CPU: the same weights, metrics and per-epoch history as the uninterrupted 2-process run
+    assert ref["state"].keys() == resumed["state"].keys()
+    for k, v in ref["state"].items():
+        assert torch.equal(v, resumed["state"][k]), k
+    assert resumed["test"] == ref["test"] and resumed["valid"] == ref["valid"]
+    assert resumed["epochs"] == ref["epochs"] and len(ref["epochs"]) == RESUMED["epochs"]
+    assert (resumed["best_epoch"], resumed["steps"]) == (ref["best_epoch"], ref["steps"])
+    assert json.loads((run_dir / "metrics.json").read_text())["test"] == ref["test"]
+    assert not resume_dir(run_dir).exists()  # the checkpoint goes once the run is written
 
 
 def test_nproc_beyond_the_cores_is_one_sentence(tmp_path: Path) -> None:

@@ -172,3 +172,21 @@ def test_a_checkpoint_that_cannot_be_written_does_not_stop_training(
     res = bench.train_run(tmp_path / "run", epochs=2)
     assert len(res.history.epochs) == 2 and (tmp_path / "run" / "weights.safetensors").exists()
     assert sum("cannot write the epoch checkpoint" in x for x in lines) == 1
+
+
+def test_resume_continues_the_per_step_lr_decay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segue.evaluation.protocols import get_protocol
+    from segue.pipeline import run
+    from segue.training.trainer import TrainConfig
+
+    def train(out: Path, **kwargs: Any) -> Any:
+        cfg = TrainConfig(epochs=3, batch_size=32, progress=False, patience=None, lr_decay=0.05)
+        proto = get_protocol("loo-sampled", seed=0, n_negatives=20)
+        return run("mf-bpr", bench.toy_data(), protocol=proto, train_config=cfg, out=out, log=None, **kwargs)
+
+    ref = train(tmp_path / "ref")
+    with monkeypatch.context() as m:
+        _kill_after(m, 1)
+        with pytest.raises(Killed):
+            train(tmp_path / "run")
+    _same(ref, train(tmp_path / "run", resume=True))  # not the schedule restarted at step 0

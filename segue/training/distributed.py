@@ -29,9 +29,11 @@ Training (:class:`DataParallel`, called from :class:`~segue.training.trainer.Tra
   so a step sends the batch's rows instead of the whole tables (docs/scale.md);
 * the early-stopping decision is rank 0's, broadcast (``broadcast_object_list``); the dev metrics every
   rank sees are the same all-reduced numbers, so every rank keeps the same best state;
-* rank 0 writes a checkpoint (``checkpoint.safetensors``, the weights after the epoch and the epoch in
-  its metadata, replaced atomically) into the run directory after every epoch, then all ranks meet at a
-  barrier; the final run directory is written once, by rank 0.
+* with a run directory, the epoch checkpoint of segue/training/resume.py (``.NAME.resume`` beside it) holds
+  every rank's RNG states and the shared model, optimizer, history and early-stopping states; rank 0 writes
+  it after every epoch, then all ranks meet at a barrier; ``--resume`` continues it on the same N ranks,
+  each restoring its own streams, and ends where an uninterrupted run ends; the final run directory is
+  written once, by rank 0, and the checkpoint is then removed.
 
 Evaluation (:func:`share`, :func:`reduce_means`, called from :func:`segue.evaluation.protocols.evaluate`):
 the cases are split into N contiguous blocks; each rank scores its block and the per-case metric values
@@ -68,8 +70,6 @@ from torch import nn
 
 from segue.errors import ConfigError, RankFailedError, SegueError
 
-CHECKPOINT = "checkpoint.safetensors"
-
 
 @dataclass
 class World:
@@ -80,7 +80,6 @@ class World:
     local_rank: int
     backend: str
     device: torch.device
-    checkpoint_dir: Path | None = None
 
     def share(self, n: int, rank: int | None = None) -> tuple[int, int]:
         """The contiguous block ``[lo, hi)`` of ``n`` rows this rank (or ``rank``) takes."""
@@ -279,55 +278,18 @@ def _first_line(msg: str) -> str:
 
 
 def _kept(out_dir: Any) -> str:
+    """What the run keeps: the epoch checkpoint of segue/training/resume.py beside the run directory."""
+    from segue.dirs import resume_dir
+    from segue.files import read_json
+
     if out_dir is None:
         return "no run directory was asked for"
-    meta = checkpoint_meta(Path(out_dir))
-    if meta is None:
-        return f"{out_dir} holds no checkpoint (no epoch finished)"
-    return f"{out_dir} keeps the checkpoint of epoch {meta['epoch']} ({CHECKPOINT})"
-
-
-# -- checkpoints ---------------------------------------------------------------------------------------------
-def prepare_checkpoints(out: Path | None, overwrite: bool) -> None:
-    """Where the epochs' checkpoints of the next fit go (None: nowhere). Rank 0 checks that ``out`` may be
-    written and marks it as a run directory; every rank records it."""
-    from segue.dirs import MARKER, check_target
-
-    w = world()
-    assert w is not None
-    w.checkpoint_dir = None
-    if out is None:
-        return
-    out = Path(out)
-    if w.rank == 0:
-        check_target(out, "run", overwrite=overwrite)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / MARKER).write_text(json.dumps({"kind": "run"}))
-    w.checkpoint_dir = out
-
-
-def write_checkpoint(model: nn.Module, out: Path, meta: dict[str, Any]) -> None:
-    """The model's weights with ``meta`` (strings) as ``out/checkpoint.safetensors``, replaced atomically."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = out / f".{CHECKPOINT}.tmp"
-    save_file(state, str(tmp), metadata={k: str(v) for k, v in meta.items()})
-    os.replace(tmp, out / CHECKPOINT)
-
-
-def checkpoint_meta(out: Path) -> dict[str, str] | None:
-    """The metadata of the checkpoint in ``out`` (epoch, step, model, phase), or None when there is none."""
-    from safetensors import safe_open
-
-    path = Path(out) / CHECKPOINT
-    if not path.exists():
-        return None
+    kept = resume_dir(out_dir)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception:  # a torn file cannot exist (atomic replace); an unreadable one counts as none
-        return None
+        epoch = int(read_json(kept / "checkpoint.json")["epoch"])
+    except Exception:  # no checkpoint, or none that can be read: none to point at
+        return f"{kept} holds no epoch checkpoint (none was written)"
+    return f"{kept} keeps the checkpoint of epoch {epoch} (continue with --resume)"
 
 
 # -- the trainer's hooks ---------------------------------------------------------------------------------------
@@ -408,17 +370,10 @@ class DataParallel:
         dist.all_reduce(t)
         return float(t[0].item()), int(t[1].item())
 
-    def epoch_end(self, model: nn.Module, record: dict[str, Any], history: Any) -> None:
-        """Rank 0 writes the checkpoint of the epoch; all ranks meet after it (and the fault hook fires)."""
-        w = self.world
-        epoch = int(record["epoch"])
-        if w.rank == 0 and w.checkpoint_dir is not None:
-            meta = {"epoch": epoch, "step": record.get("step", 0), "model": getattr(model, "name", "")}
-            if record.get("phase"):
-                meta["phase"] = record["phase"]
-            write_checkpoint(model, w.checkpoint_dir, meta)
+    def epoch_end(self, epoch: int) -> None:
+        """All ranks meet after the epoch (and its checkpoint, written by rank 0); then the fault hook fires."""
         dist.barrier()
-        _fault_hook(w.rank, epoch + 1)
+        _fault_hook(self.world.rank, epoch + 1)
 
     def stop(self, flag: bool) -> bool:
         """Rank 0's early-stopping decision, on every rank."""
@@ -491,18 +446,15 @@ def gather_cases(values: torch.Tensor, n_cases: int) -> torch.Tensor:
 
 
 __all__ = [
-    "CHECKPOINT",
     "DataParallel",
     "World",
     "check_nproc",
-    "checkpoint_meta",
     "data_parallel",
     "eval_shard",
     "gather_cases",
     "init",
     "is_main",
     "launch",
-    "prepare_checkpoints",
     "reduce_means",
     "run_in_torchrun",
     "shutdown",

@@ -10,6 +10,14 @@ directory ``NAME`` when ``segue train`` writes one)::
                              early-stopping bookkeeping, the optimizer's param groups, the sampler's NumPy
                              Generator state and Python's ``random`` state, and a key of the run
 
+Under N processes (segue/training/distributed.py) the checkpoint is the same pair, written once by rank 0:
+the model, best and optimizer states are the same on every rank (DistributedDataParallel steps them
+together), while every rank's own RNG states (the run's generator, its negative stream, Python's and
+torch's) are gathered (``all_gather_object``) into ``ranks`` of ``checkpoint.json`` and ``rank<r>.*``
+tensors, with ``nproc`` beside them. On resume rank 0 reads the checkpoint and broadcasts it; every rank
+restores the shared state and its own RNG states, so a resumed N-process run equals an uninterrupted one.
+A checkpoint written with N processes is refused, in one sentence, by a run with another N.
+
 No pickles: tensors go through safetensors, everything else through JSON. Each file is written to a
 temporary name and renamed into place, the tensor file first (under a new name per epoch) and
 ``checkpoint.json`` last, so a kill at any moment leaves the previous epoch's pair whole.
@@ -38,9 +46,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
+from segue.dirs import resume_dir
 from segue.errors import ConfigError, RunDirError
 from segue.files import first_line, read_json
+from segue.training.distributed import world
 
 if TYPE_CHECKING:
     from segue.data.interactions import Interactions
@@ -101,8 +112,57 @@ class EpochCheckpoint:
         rng: np.random.Generator,
         stopper: Any,
         key: dict[str, Any],
+        *,
+        sampler: Any = None,
     ) -> Resumed | None:
-        """Load the checkpoint into the run's objects; ``None`` when starting afresh."""
+        """Load the checkpoint into the run's objects; ``None`` when starting afresh. ``sampler``: the batches'
+        negative sampler, whose generator is the run's in one process and a stream of its own per rank."""
+        w = world()
+        if w is None:
+            loaded = self._read(key, 1)
+        else:  # rank 0 reads (the directory may exist on its machine only) and every rank gets the same
+            box: list[Any] = [None]
+            if w.rank == 0:
+                try:
+                    box = [("ok", self._read(key, w.size))]
+                except (RunDirError, ConfigError) as e:
+                    box = [("error", type(e).__name__, str(e))]
+            dist.broadcast_object_list(box, src=0)
+            if box[0][0] == "error":
+                raise (ConfigError if box[0][1] == "ConfigError" else RunDirError)(box[0][2])
+            loaded = box[0][1]
+        if loaded is None:
+            return None
+        meta, tensors = loaded
+        try:
+            model.load_state_dict(_strip(tensors, "model."))
+            if stopper is not None and meta["stopper"]["has_best"]:
+                stopper.best_state = _strip(tensors, "best.")
+            _load_optimizer(opt, tensors, meta["optimizer"])
+            if stopper is not None:
+                best = meta["stopper"]["best"]
+                stopper.best = None if best is None else tuple(float(x) for x in best)
+                stopper.best_step, stopper.bad = meta["stopper"]["best_step"], int(meta["stopper"]["bad"])
+            if w is None:
+                _set_rng_state(meta["rng"], _strip(tensors, "rng."), rng, sampler)
+            else:  # this rank's own streams
+                _set_rng_state(meta["ranks"][w.rank], _strip(tensors, f"rank{w.rank}."), rng, sampler)
+            if not isinstance(meta["history"], dict):
+                raise TypeError("the history is not an object")
+            resumed = Resumed(int(meta["epoch"]), int(meta["step"]), float(meta["seconds"]), meta["history"])
+        except (RunDirError, ConfigError):
+            raise
+        except Exception as e:  # a damaged or truncated checkpoint, whatever the error
+            raise RunDirError(
+                f"The epoch checkpoint in {self.directory} is damaged ({first_line(e)}); run without --resume."
+            ) from e
+        if self.log is not None:
+            self.log(f"resuming from the checkpoint of epoch {resumed.epoch} in {self.directory}")
+        return resumed
+
+    def _read(self, key: dict[str, Any], nproc: int) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+        """The checkpoint's JSON and tensors when resuming one that fits this run of ``nproc`` processes;
+        None when starting afresh (a checkpoint there is discarded unless resuming)."""
         from safetensors.torch import load_file
 
         meta_file = self.directory / "checkpoint.json"
@@ -125,36 +185,18 @@ class EpochCheckpoint:
                 f"The checkpoint in {self.directory} was written by a different run (its {what} differ); "
                 "run without --resume to start over."
             )
+        written = meta.get("nproc", 1)
+        if written != nproc:
+            raise ConfigError(
+                f"The checkpoint in {self.directory} was written by {_procs(written)} and this run has "
+                f"{_procs(nproc)}; resume it with --nproc {written}, or run without --resume to start over."
+            )
         try:
-            tensors = load_file(str(self.directory / str(meta["file"])))
-            model.load_state_dict(_strip(tensors, "model."))
-            if stopper is not None and meta["stopper"]["has_best"]:
-                stopper.best_state = _strip(tensors, "best.")
-            _load_optimizer(opt, tensors, meta["optimizer"])
-            if stopper is not None:
-                best = meta["stopper"]["best"]
-                stopper.best = None if best is None else tuple(float(x) for x in best)
-                stopper.best_step, stopper.bad = meta["stopper"]["best_step"], int(meta["stopper"]["bad"])
-            rng.bit_generator.state = meta["rng"]["numpy"]
-            version, state, gauss = meta["rng"]["python"]
-            random.setstate((version, tuple(state), gauss))
-            torch.set_rng_state(tensors["rng.torch"])
-            if torch.cuda.is_available():
-                cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
-                if len(cuda) == torch.cuda.device_count():
-                    torch.cuda.set_rng_state_all(cuda)
-            if not isinstance(meta["history"], dict):
-                raise TypeError("the history is not an object")
-            resumed = Resumed(int(meta["epoch"]), int(meta["step"]), float(meta["seconds"]), meta["history"])
-        except (RunDirError, ConfigError):
-            raise
-        except Exception as e:  # a damaged or truncated checkpoint, whatever the error
+            return meta, load_file(str(self.directory / str(meta["file"])))
+        except Exception as e:  # a damaged or truncated tensor file, whatever the error
             raise RunDirError(
                 f"The epoch checkpoint in {self.directory} is damaged ({first_line(e)}); run without --resume."
             ) from e
-        if self.log is not None:
-            self.log(f"resuming from the checkpoint of epoch {resumed.epoch} in {self.directory}")
-        return resumed
 
     # -- save ------------------------------------------------------------------------------
     def save(
@@ -170,14 +212,25 @@ class EpochCheckpoint:
         key: dict[str, Any],
         *,
         stopped_by: str | None = None,
+        sampler: Any = None,
     ) -> None:
-        """Write the checkpoint of a finished epoch (``stopped_by``: why training stops after it, if it does)."""
+        """Write the checkpoint of a finished epoch (``stopped_by``: why training stops after it, if it does).
+        Over several processes every rank calls it (its RNG states are gathered) and rank 0 writes."""
+        w = world()
+        ranks = None
+        if w is not None:  # every rank, every epoch, even once rank 0 has given up writing: a collective
+            ranks = [None] * w.size
+            dist.all_gather_object(ranks, _rng_state(rng, sampler))
+            if w.rank != 0:
+                return
         if not self.enabled:
             return
         from safetensors import SafetensorError
 
         try:
-            self._save(epoch, step, seconds, model, opt, rng, history, stopper, key, stopped_by)
+            self._save(
+                epoch, step, seconds, model, opt, rng, history, stopper, key, stopped_by, ranks=ranks, sampler=sampler
+            )
         except (OSError, SafetensorError) as e:  # a full disk must not stop training: go on without checkpoints
             self.enabled = False
             if self.log is not None:
@@ -195,6 +248,9 @@ class EpochCheckpoint:
         stopper: Any,
         key: dict[str, Any],
         stopped_by: str | None,
+        *,
+        ranks: list[Any] | None = None,
+        sampler: Any = None,
     ) -> None:
         from safetensors.torch import save_file
 
@@ -204,9 +260,11 @@ class EpochCheckpoint:
             tensors |= {f"best.{k}": v for k, v in stopper.best_state.items()}
         opt_tensors, opt_meta = _dump_optimizer(opt)
         tensors |= opt_tensors
-        tensors["rng.torch"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            tensors |= {f"rng.cuda.{i:03d}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+        if ranks is None:
+            rng_meta, rng_tensors = _rng_state(rng, sampler)
+            tensors |= {f"rng.{k}": v for k, v in rng_tensors.items()}
+        else:
+            tensors |= {f"rank{r}.{k}": v for r, (_, t) in enumerate(ranks) for k, v in t.items()}
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
         name = f"epoch-{epoch:04d}.safetensors"
         tmp = self.directory / f".{name}.tmp"
@@ -216,8 +274,7 @@ class EpochCheckpoint:
         hist = history.to_dict()
         if stopped_by is not None:
             hist["stopped_by"] = stopped_by
-        version, state, gauss = random.getstate()
-        meta = {
+        meta: dict[str, Any] = {
             "format": FORMAT,
             "epoch": epoch,
             "step": step,
@@ -232,8 +289,11 @@ class EpochCheckpoint:
                 "bad": 0 if stopper is None else stopper.bad,
             },
             "optimizer": opt_meta,
-            "rng": {"numpy": rng.bit_generator.state, "python": [version, list(state), gauss]},
         }
+        if ranks is None:
+            meta["rng"] = rng_meta
+        else:
+            meta["nproc"], meta["ranks"] = len(ranks), [js for js, _ in ranks]
         tmp = self.directory / ".checkpoint.json.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(meta, f, default=float)
@@ -253,6 +313,40 @@ def check_resumable(model: Recommender, checkpoint: EpochCheckpoint | None, why:
     """Refuse ``--resume`` (one sentence) for a model whose training the trainer does not checkpoint."""
     if checkpoint is not None and checkpoint.resume:
         raise ConfigError(f"{model.name} cannot resume: it {why}; run it again without --resume.")
+
+
+def _procs(n: int) -> str:
+    return "1 process" if n == 1 else f"{n} processes"
+
+
+def _rng_state(rng: np.random.Generator, sampler: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """This process's RNG states: the run's generator, the negative sampler's when it has its own (one per
+    rank), Python's ``random`` (JSON) and torch's CPU and CUDA states (tensors)."""
+    version, state, gauss = random.getstate()
+    js: dict[str, Any] = {"numpy": rng.bit_generator.state, "python": [version, list(state), gauss]}
+    if sampler is not None and sampler.rng is not rng:
+        js["sampler"] = sampler.rng.bit_generator.state
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors |= {f"cuda.{i:03d}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    return js, tensors
+
+
+def _set_rng_state(
+    js: dict[str, Any], tensors: dict[str, torch.Tensor], rng: np.random.Generator, sampler: Any
+) -> None:
+    rng.bit_generator.state = js["numpy"]
+    if "sampler" in js:
+        if sampler is None or sampler.rng is rng:
+            raise ValueError("the checkpoint holds a negative stream this run does not have")
+        sampler.rng.bit_generator.state = js["sampler"]
+    version, state, gauss = js["python"]
+    random.setstate((version, tuple(state), gauss))
+    torch.set_rng_state(tensors["torch"])
+    if torch.cuda.is_available():
+        cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda."))]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -294,4 +388,4 @@ def _fsync(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-__all__ = ["EpochCheckpoint", "Resumed", "check_resumable"]
+__all__ = ["EpochCheckpoint", "Resumed", "check_resumable", "resume_dir"]

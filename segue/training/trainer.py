@@ -16,7 +16,8 @@ Callbacks own the bookkeeping, the same for every family:
   and recorded in the history (``stopped_by``, ``stop_step``), so a cap overruns by less than a step.
 * progress bars and one log line per epoch.
 * :class:`~segue.training.resume.EpochCheckpoint` (opt-in, ``Trainer(checkpoint=...)``): after every epoch,
-  the model, optimizer, RNG, history and early-stopping states, so that a killed run resumes exactly.
+  the model, optimizer, RNG (every rank's, over several processes), history and early-stopping states, so
+  that a killed run resumes exactly.
 
 Staged training, closed-form models and the adversarial stage are run by :func:`segue.training.fit`.
 """
@@ -364,11 +365,14 @@ class Trainer:
             stopper.update(model, record0["valid"], 0, history)
             history.epochs.append(record0 | ({"phase": phase} if phase else {}))
         start, step, ckpt, key, resumed = 1, 0, self.checkpoint, None, None
+        sampler = getattr(batches, "sampler", None)  # its own negative stream per rank over several processes
         if ckpt is not None:
             key = ckpt.key(model, train, cfg, phase)
-            resumed = ckpt.restore(model, opt, rng, stopper, key)
+            resumed = ckpt.restore(model, opt, rng, stopper, key, sampler=sampler)
             if resumed is not None:  # an interrupted run that had already stopped goes straight to the end
                 history, step = History(**_known(resumed.history, History)), resumed.step
+                if sched is not None:  # the per-step decay continues from the checkpoint's step
+                    sched.last_epoch = step
                 start = resumed.epoch + 1 if history.stopped_by is None else cfg.epochs + 1
         cap = TimeCap(cfg.max_seconds)
         if resumed is not None:
@@ -426,13 +430,15 @@ class Trainer:
                 improved = stopper.update(model, record["valid"], epoch, history)
             record["seconds"] = time.perf_counter() - t0
             history.epochs.append(record)
+            if ckpt is not None:  # over several processes: every rank's RNG states, written once by rank 0
+                stop = "time_cap" if capped else ("patience" if stopper is not None and stopper.exhausted else None)
+                ckpt.save(
+                    epoch, step, cap.spent(), model, opt, rng, history, stopper, key, stopped_by=stop, sampler=sampler
+                )  # type: ignore[arg-type]
             if par is not None:
-                par.epoch_end(model, record, history)
+                par.epoch_end(epoch)
             if self.log is not None:
                 self.log(_format(record, cfg.epochs, improved, model.name if phase is None else phase))
-            if ckpt is not None:
-                stop = "time_cap" if capped else ("patience" if stopper is not None and stopper.exhausted else None)
-                ckpt.save(epoch, step, cap.spent(), model, opt, rng, history, stopper, key, stopped_by=stop)  # type: ignore[arg-type]
             if capped:
                 if self.log is not None:
                     self.log(f"{model.name}: time cap of {cfg.max_seconds:g} s hit at step {step} (epoch {epoch})")
