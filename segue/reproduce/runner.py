@@ -282,9 +282,29 @@ def pipeline_row(prepared: Any, row: Row) -> dict[str, Any]:
         "dev": r.valid_metrics or {},
         "test": r.metrics,
         "fit_seconds": r.seconds,
-        "epochs": len(r.history.epochs),
-        "best_epoch": r.history.best_epoch,
+        **history_summary(r.history),
         "model": r.model,
+    }
+
+
+def history_summary(history: Any, last: int = 3) -> dict[str, Any]:
+    """How a row's training ended: epochs run, the kept epoch, ``stopped_by`` (epochs | patience | time_cap)
+    and ``dev_slope``, the change per epoch of the first monitored dev metric over the last ``last``
+    dev evaluations (None with fewer than two): what a capped row was still gaining."""
+    evals = [(e["epoch"], e["valid"]) for e in history.epochs if e.get("valid") and e.get("epoch", 0) > 0]
+    key = (history.monitor or "").split(",")[0]
+    if not key and evals:
+        key = next(iter(evals[-1][1]))
+    pts = [(ep, float(v[key])) for ep, v in evals if key in v][-last:]
+    slope = None
+    if len(pts) >= 2 and pts[-1][0] > pts[0][0]:
+        slope = round((pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0]), 5)
+    return {
+        "epochs": len([e for e in history.epochs if e.get("epoch", 0) > 0]),
+        "best_epoch": history.best_epoch,
+        "stopped_by": history.stopped_by,
+        "dev_slope": slope,
+        "dev_slope_metric": key or None,
     }
 
 
@@ -373,7 +393,10 @@ def run_table(
             if not results:
                 continue
             best = _best_point(spec, results)
-            if m.label in needed_models and results[best[0]].get("_model") is None:
+            spent = budget is not None and time.perf_counter() - t_start > budget
+            if m.label in needed_models and results[best[0]].get("_model") is None and spent:
+                out.not_run.append(f"{dataset}/{m.label}'s model for its dependents (budget of {budget:.0f} s spent)")
+            elif m.label in needed_models and results[best[0]].get("_model") is None:
                 # a later row needs this row's trained model, which the cache does not hold: train it again
                 if prepared is None:
                     prepared = prepare_fn(dataset, spec, caps)
@@ -554,6 +577,17 @@ def write_table(spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, comma
     )
     if outcome.not_run:
         extra += ["", "Not run within the budget: " + ", ".join(outcome.not_run)]
+    stopped = [r for r in outcome.rows if r.get("stopped_by")]
+    if stopped:
+        extra += ["", "## Convergence (dev-selected rows; `time_cap` / `epochs` rows did not converge)", ""]
+        extra += [
+            "| dataset | model | epochs | kept epoch | stopped by | last dev slope per epoch |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in stopped:
+            slope = "-" if r.get("dev_slope") is None else f"{r['dev_slope']:+.4f} ({r.get('dev_slope_metric')})"
+            extra.append(f"| {r['dataset']} | {r['model']} | {r.get('epochs')} | {r.get('best_epoch')} | "
+                         f"{r['stopped_by']} | {slope} |")  # fmt: skip
     if outcome.grid:
         extra += ["", "## Dev grid (selection on dev only; test shown for transparency, never used to choose)", ""]
         extra += ["| dataset | model | options | train | " + " | ".join(f"dev {k}" for k in spec.select or spec.metrics)
@@ -575,6 +609,20 @@ def write_table(spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, comma
 # -- the command line -------------------------------------------------------------------------
 
 
+def parse_caps(items: list[str]) -> dict[str, Any]:
+    """``["KEY=VALUE", ...]`` -> caps; each VALUE is read as a TOML value (a bare word is a string)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--caps takes KEY=VALUE, got {item!r}.")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value.strip()
+    return out
+
+
 def main(name: str, argv: list[str] | None = None) -> Outcome:
     """``segue reproduce NAME [--quick] [--out DIR] [--datasets ..] [--models ..] [--budget S] [--cache DIR]``."""
     spec = load_spec(name)
@@ -587,7 +635,16 @@ def main(name: str, argv: list[str] | None = None) -> Outcome:
     ap.add_argument("--cache", default=None, help="cache folder (default $SEGUE_CACHE/reproduce or ~/.cache/segue)")
     ap.add_argument("--no-cache", action="store_true", help="train every row (still records the results)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--caps", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a cap of every dataset (VALUE read as TOML, e.g. text_loss=true); repeatable")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.caps:
+        over = parse_caps(args.caps)
+        spec.caps.update(over)
+        for c in spec.dataset_caps.values():
+            c.update(over)
+        if args.quick:
+            spec.quick.update(over)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -607,6 +664,7 @@ def main(name: str, argv: list[str] | None = None) -> Outcome:
     )
     parts = [f"segue reproduce {name}"] + (["--quick"] if args.quick else [])
     parts += [f"--{k} {v}" for k, v in (("datasets", args.datasets), ("models", args.models)) if v]
+    parts += [f"--caps {c}" for c in args.caps]
     path = write_table(spec, outcome, out_dir, command=" ".join(parts), quick=args.quick)
     print(f"wrote {path} and {path.with_suffix('.md')} ({outcome.trained} trained, {outcome.cached} cached, "
           f"{outcome.seconds:.0f} s)", file=sys.stderr)  # fmt: skip
@@ -622,8 +680,10 @@ __all__ = [
     "cache_root",
     "check_lines",
     "config_key",
+    "history_summary",
     "load_spec",
     "main",
+    "parse_caps",
     "pipeline_row",
     "prepare_protocol",
     "resolve",
