@@ -117,23 +117,15 @@ def test_all_baselines_train_end_to_end(data: Interactions) -> None:
         assert 0 <= r.metrics["HR@10"] <= 1
 
 
-def test_reproduce_args_and_markdown() -> None:
-    from segue.reproduce.sdmr_table import markdown, parse_args
+def test_reproduce_markdown_hook_shows_ties_beside_the_authors_rule() -> None:
+    from segue.reproduce.sdmr_table import markdown
 
-    args = parse_args(["--datasets", "ml-100k", "--models", "sdmr,mf-bpr", "--quick"])
-    assert args.models == ["sdp", "sdm", "sdmr", "mf-bpr"] and args.max_epochs == 2
-    with pytest.raises(ConfigError, match="Unknown model"):
-        parse_args(["--models", "slim2"])
     row = {
-        "model": "sdm",
+        "model": "sdmr",
         "dataset": "ml-100k",
         "metrics": {"HR@10": 0.70, "NDCG@10": 0.40},
-        "options": {"hops": 1},
-        "dev": {"HR@10": 0.6},
-        "seconds": 1.0,
-        "epochs_run": 1,
-        "best_epoch": 1,
+        "ties": {"tied_share": 0.164, "HR@10_authors": 0.72, "NDCG@10_authors": 0.45},
     }
-    res = {"command": "x", "protocol": {}, "rows": [row], "selection": {}, "checks": {}, "notes": ""}
-    md = markdown(res)
-    assert "| SDM | 0.700 / 0.713 / -0.013 | 0.400 / 0.435 / -0.035 * |" in md
+    md = markdown({"rows": [row, {**row, "model": "pop", "dataset_checks": {"split": {"train": 9}}}]})
+    assert "| ml-100k | sdmr | 16.4% | 0.7000 | 0.720 | 0.4000 | 0.450 |" in md
+    assert "- ml-100k: split {'train': 9}" in md

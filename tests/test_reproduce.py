@@ -19,7 +19,9 @@ from segue.reproduce.runner import (
     TableSpec,
     cache_root,
     config_key,
+    history_summary,
     load_spec,
+    parse_caps,
     resolve,
     run_table,
     select_on_dev,
@@ -205,6 +207,77 @@ def test_seeds_are_averaged_and_models_filter_keeps_dependencies() -> None:
         run_table(_toy_spec(), datasets=["nope"], log=lambda s: None)
 
 
+def test_history_summary_says_how_a_row_stopped_and_its_last_dev_slope() -> None:
+    from segue.training.trainer import History
+
+    h = History(monitor="HR@10,NDCG@10", stopped_by="time_cap", best_epoch=4)
+    h.epochs = [{"epoch": e, "valid": {"HR@10": 0.1 * e, "NDCG@10": 0.0}} for e in range(1, 5)] + [{"epoch": 5}]
+    s = history_summary(h)
+    assert s["stopped_by"] == "time_cap" and s["epochs"] == 5 and s["best_epoch"] == 4
+    assert s["dev_slope"] == pytest.approx(0.1) and s["dev_slope_metric"] == "HR@10"  # over epochs 2..4
+    one = History(monitor="HR@10", stopped_by="epochs")
+    one.epochs = [{"epoch": 0, "valid": {"HR@10": 0.0}}, {"epoch": 1, "valid": {"HR@10": 0.5}}]
+    assert history_summary(one)["dev_slope"] is None and history_summary(one)["epochs"] == 1
+
+
+def test_parse_caps_reads_toml_values() -> None:
+    assert parse_caps(["text_loss=true", "max_seconds=30", "name=abc", "x = 1.5"]) == {
+        "text_loss": True,
+        "max_seconds": 30,
+        "name": "abc",
+        "x": 1.5,
+    }
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_caps(["oops"])
+
+
+def test_a_spent_budget_does_not_retrain_a_dependency(tmp_path: Path) -> None:
+    spec = _toy_spec(datasets=["toy-a"])
+    cache = RunCache(tmp_path / "runs.jsonl")
+    run_table(spec, models=["base"], cache=cache, log=lambda s: None)  # base cached, its model is not
+    CALLS.clear()
+    out = run_table(spec, cache=RunCache(tmp_path / "runs.jsonl"), budget=0.0, log=lambda s: None)
+    assert CALLS == [] and [r["model"] for r in out.rows] == ["base"]
+    assert any("stacked" in s for s in out.not_run) and any("base's model" in s for s in out.not_run)
+
+
+def test_writer_lists_how_rows_stopped(tmp_path: Path) -> None:
+    spec = _toy_spec()
+    out = run_table(spec, cache=RunCache(None), log=lambda s: None)
+    out.rows[0].update({"stopped_by": "time_cap", "epochs": 7, "best_epoch": 7, "dev_slope": 0.012,
+                        "dev_slope_metric": "HR@10"})  # fmt: skip
+    md = write_table(spec, out, tmp_path, command="x").with_suffix(".md").read_text()
+    assert "| toy-a | base | time_cap | 7 | 7 | +0.0120 (capped) |" in md
+
+
+def test_sdmr_table_spec() -> None:
+    """Table 5.3's spec: both datasets, loo-sampled with 100 negatives, every row of the table, the claims."""
+    spec = load_spec("sdmr-table-5.3")
+    assert spec.datasets == ["ml-100k", "ml-1m"] and spec.same_data == ["ml-100k"]
+    assert spec.protocol == {"name": "loo-sampled", "negatives": 100, "seed": 0}
+    labels = [m.label for m in spec.models]
+    assert labels[:2] == ["pop", "itemknn"] and labels[-3:] == ["sdp", "sdm", "sdmr"]
+    assert {"mf-bpr", "cml", "neumf++", "cmn++", "prme", "prme-s", "transrec", "caser"} <= set(labels)
+    by = {m.label: m for m in spec.models}
+    assert by["pop"].reference and by["sdmr"].depends == ["sdp", "sdm"]
+    assert by["sdm"].paper_for("ml-100k") == {"HR@10": 0.713, "NDCG@10": 0.435}
+    assert by["sdmr"].paper_for("ml-1m") == {"HR@10": 0.810, "NDCG@10": 0.662}
+    assert all(m.paper_for("ml-1m") for m in spec.models if not m.reference)
+    # the dev grid: the first point runs everywhere, the others on ml-100k only; the authors' 3 hops first
+    assert by["sdm"].grid[0]["options"]["hops"] == 3 and len(by["sdp"].grid) == 3
+    assert all(g.get("datasets") == ["ml-100k"] for m in spec.models for g in m.grid[1:])
+    assert {(c["better"], tuple(c["than"])) for c in spec.checks} >= {
+        ("sdm", ("mf-bpr", "cml", "neumf++")),
+        ("sdmr", ("mf-bpr", "cml", "neumf++")),
+    }
+    # trained to convergence: patience, a large epoch cap, a per-row time net; --quick is tiny
+    caps = spec.caps_for("ml-100k", False)
+    assert caps["patience"] == 3 and caps["epochs"] >= 100 and caps["max_seconds"] > 0
+    assert spec.caps_for("ml-1m", False)["max_seconds"] > 0
+    assert spec.caps_for("ml-100k", True)["epochs"] == 1
+    assert REPRODUCTIONS["sdmr-table-5.3"][0] == "spec:sdmr-table-5.3"
+
+
 def test_spec_validation() -> None:
     with pytest.raises(ConfigError, match="unknown key"):
         _toy_spec(colour="red")
@@ -218,7 +291,7 @@ def test_spec_validation() -> None:
 
 def test_packaged_specs_load_and_their_hooks_resolve() -> None:
     names = spec_names()
-    assert {"foundation-baselines", "masr-table-4.4"} <= set(names)
+    assert {"foundation-baselines", "masr-table-4.4", "sdmr-table-5.3"} <= set(names)
     for name in names:
         spec = load_spec(name)
         assert REPRODUCTIONS[name][0] == f"spec:{name}"
@@ -270,7 +343,7 @@ def test_no_machine_path_in_reproduce_code_or_specs() -> None:
             assert bad not in text, f"{p.name} holds a machine path ({bad})"
 
 
-def test_parse_caps_reads_toml_values() -> None:
+def test_parse_caps_reads_numbers_and_refuses_a_bare_key() -> None:
     from segue.reproduce.runner import parse_caps
 
     assert parse_caps(["epochs=3", "text_loss=true", "name=abc", "lr=1e-3"]) == {
@@ -390,3 +463,18 @@ def test_quaternion_adversarial_row_starts_from_the_plain_models_config_and_weig
     assert (c.init_std, c.adversarial, c.adv_weight, c.adv_epochs) == (0.1, True, 0.0, 2)
     for k, v in plain.state_dict().items():
         assert torch.equal(adv.state_dict()[k], v), k
+
+
+@pytest.mark.slow
+def test_sdmr_table_quick_reports_ties_and_how_rows_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``segue reproduce sdmr-table-5.3 --quick`` in-process: every row has its tie diagnostic and stopped_by."""
+    from .conftest import real_data_dir
+
+    monkeypatch.setenv("SEGUE_DATA_DIR", str(real_data_dir()))
+    monkeypatch.setenv("SEGUE_CACHE", str(tmp_path / "cache"))
+    out = run_reproduction("sdmr-table-5.3", ["--quick", "--out", str(tmp_path / "out")])
+    assert {r["model"] for r in out.rows} >= {"pop", "mf-bpr", "sdp", "sdm", "sdmr"}
+    assert all("HR@10_authors" in r["ties"] for r in out.rows)
+    assert all(r["stopped_by"] for r in out.rows if r["model"] not in ("pop", "itemknn"))  # those do not train
+    md = (tmp_path / "out" / "sdmr-table-5.3.md").read_text()
+    assert "authors' evaluator's tie rule" in md and "## Convergence" in md

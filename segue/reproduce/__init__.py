@@ -21,7 +21,7 @@ REPRODUCTIONS: dict[str, tuple[str, str]] = {
         "spec:foundation-baselines",
         "foundation baselines (Pop, ItemKNN, MF-BPR, WMF) on ml-100k / ml-1m",
     ),
-    "sdmr-table-5.3": ("sdmr_table", "SDMR Table 5.3, general task, ml-100k and ml-1m"),
+    "sdmr-table-5.3": ("spec:sdmr-table-5.3", "SDMR Table 5.3, general task, ml-100k and ml-1m"),
     "sdmr-table-5.4": ("spec:sdmr-table-5.4", "SDMR Table 5.4, basket task, on the Instacart sample"),
     "rme-table-4.2": ("rme_table", "RME Table 4.2 on ml-100k and Last.fm-2K"),
     "masr-table-4.4": ("spec:masr-table-4.4", "MDR/MASS/MASR Table 4.4 on the playlist stand-ins"),

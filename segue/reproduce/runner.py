@@ -283,9 +283,29 @@ def pipeline_row(prepared: Any, row: Row) -> dict[str, Any]:
         "dev": r.valid_metrics or {},
         "test": r.metrics,
         "fit_seconds": r.seconds,
-        "epochs": len(r.history.epochs),
-        "best_epoch": r.history.best_epoch,
+        **history_summary(r.history),
         "model": r.model,
+    }
+
+
+def history_summary(history: Any, last: int = 3) -> dict[str, Any]:
+    """How a row's training ended: epochs run, the kept epoch, ``stopped_by`` (epochs | patience | time_cap)
+    and ``dev_slope``, the change per epoch of the first monitored dev metric over the last ``last``
+    dev evaluations (None with fewer than two): what a capped row was still gaining."""
+    evals = [(e["epoch"], e["valid"]) for e in history.epochs if e.get("valid") and e.get("epoch", 0) > 0]
+    key = (history.monitor or "").split(",")[0]
+    if not key and evals:
+        key = next(iter(evals[-1][1]))
+    pts = [(ep, float(v[key])) for ep, v in evals if key in v][-last:]
+    slope = None
+    if len(pts) >= 2 and pts[-1][0] > pts[0][0]:
+        slope = round((pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0]), 5)
+    return {
+        "epochs": len([e for e in history.epochs if e.get("epoch", 0) > 0]),
+        "best_epoch": history.best_epoch,
+        "stopped_by": history.stopped_by,
+        "dev_slope": slope,
+        "dev_slope_metric": key or None,
     }
 
 
@@ -374,7 +394,10 @@ def run_table(
             if not results:
                 continue
             best = _best_point(spec, results)
-            if m.label in needed_models and results[best[0]].get("_model") is None:
+            spent = budget is not None and time.perf_counter() - t_start > budget
+            if m.label in needed_models and results[best[0]].get("_model") is None and spent:
+                out.not_run.append(f"{dataset}/{m.label}'s model for its dependents (budget of {budget:.0f} s spent)")
+            elif m.label in needed_models and results[best[0]].get("_model") is None:
                 # a later row needs this row's trained model, which the cache does not hold: train it again
                 if prepared is None:
                     prepared = prepare_fn(dataset, spec, caps)
@@ -460,11 +483,11 @@ def convergence_lines(rows: list[dict[str, Any]]) -> list[str]:
         return []
     out = ["| dataset | model | stopped by | epochs run | best epoch | dev last slope / epoch | seconds |"]
     out.append("|---|---|---|---|---|---|---|")
-    for r in trained:
-        slope = r.get("dev_last_slope")
+    for r in trained:  # rows summarised by training_summary (hooks) or history_summary (pipeline_row)
+        slope = r.get("dev_last_slope", r.get("dev_slope"))
         capped = r["stopped_by"] != "patience"
         shown = "-" if slope is None else f"{slope:+.4f}" + (" (capped)" if capped else "")
-        out.append(f"| {r['dataset']} | {r['model']} | {r['stopped_by']} | {r.get('epochs_run', '-')} "
+        out.append(f"| {r['dataset']} | {r['model']} | {r['stopped_by']} | {r.get('epochs_run', r.get('epochs', '-'))} "
                    f"| {r.get('best_epoch', '-')} | {shown} | {r.get('seconds', 0):.0f} |")  # fmt: skip
     capped = [f"{r['dataset']}/{r['model']}" for r in trained if r["stopped_by"] != "patience"]
     out += ["", "Stopped by a cap, not by patience: " + (", ".join(capped) if capped else "none")]
@@ -621,7 +644,7 @@ def write_table(spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, comma
         extra += ["", "Not run within the budget: " + ", ".join(outcome.not_run)]
     conv = convergence_lines(outcome.rows)
     if conv:
-        extra += ["", "## How each row stopped (dev metric, patience vs caps)", "", *conv]
+        extra += ["", "## Convergence: how each row stopped (dev metric, patience vs caps)", "", *conv]
     if outcome.grid:
         extra += ["", "## Dev grid (selection on dev only; test shown for transparency, never used to choose)", ""]
         extra += ["| dataset | model | options | train | " + " | ".join(f"dev {k}" for k in spec.select or spec.metrics)
@@ -715,6 +738,7 @@ __all__ = [
     "check_lines",
     "config_key",
     "convergence_lines",
+    "history_summary",
     "load_spec",
     "main",
     "parse_caps",
