@@ -24,6 +24,7 @@ from segue.reproduce.runner import (
     run_table,
     select_on_dev,
     spec_names,
+    training_summary,
     write_table,
 )
 
@@ -137,6 +138,47 @@ def test_writer_has_paper_vs_ours_columns_checks_and_notes_link(tmp_path: Path) 
     assert any("stacked HR@10" in line and "max(base)" in line for line in result["checks"])
     assert "## Dev grid (selection on dev only" in md and "[toy-table.notes.md](toy-table.notes.md)" in md
     assert "budget_seconds=1000" in md
+
+
+def history_fit(prepared: dict[str, Any], row: Any) -> dict[str, Any]:
+    """A hook returning its trainer History: ``options.stop`` says how it stopped (dev rising when capped)."""
+    from segue.training.trainer import History
+
+    stop = row.options["stop"]
+    vals = [0.2, 0.3, 0.35, 0.34, 0.33, 0.32] if stop == "patience" else [0.2, 0.3, 0.35, 0.39]
+    recs = [{"epoch": e, "loss": 1.0, "valid": {"HR@10": v, "NDCG@10": v / 2}} for e, v in enumerate(vals, 1)]
+    best = int(np.argmax(vals)) + 1
+    hist = History(epochs=recs, best_epoch=best, monitor="HR@10,NDCG@10", stopped_by=stop)
+    return {"dev": {"HR@10": vals[best - 1]}, "test": {"HR@10": 0.1}, "history": hist}
+
+
+def test_runner_records_how_each_row_stopped_and_the_last_slope_of_capped_rows(tmp_path: Path) -> None:
+    models = [
+        {"label": "conv", "fit": "tests.test_reproduce:history_fit", "options": {"stop": "patience"}},
+        {"label": "capped", "fit": "tests.test_reproduce:history_fit", "options": {"stop": "time_cap"}},
+        {"label": "short", "fit": "tests.test_reproduce:history_fit", "options": {"stop": "epochs"}},
+    ]
+    spec = _toy_spec(models=models, checks=[], datasets=["toy-a"], metrics=["HR@10"])
+    cache = RunCache(tmp_path / "runs.jsonl")
+    out = run_table(spec, cache=cache, log=lambda s: None)
+    rows = {r["model"]: r for r in out.rows}
+    conv, capped = rows["conv"], rows["capped"]
+    assert (conv["stopped_by"], conv["epochs_run"], conv["best_epoch"]) == ("patience", 6, 3)
+    assert conv["dev_curve"][0] == [1, 0.2] and conv["dev_last_slope"] == pytest.approx(-0.01)
+    assert (capped["stopped_by"], capped["epochs_run"], capped["best_epoch"]) == ("time cap", 4, 4)
+    assert capped["dev_last_slope"] == pytest.approx(0.04) and rows["short"]["stopped_by"] == "epoch cap"
+    assert "history" not in capped  # the History object itself is not kept, only its summary
+    # cached rows keep the summary; the writer shows it and names the capped rows
+    again = run_table(spec, cache=RunCache(tmp_path / "runs.jsonl"), log=lambda s: None)
+    assert again.trained == 0 and {r["model"]: r["stopped_by"] for r in again.rows}["capped"] == "time cap"
+    md = write_table(spec, again, tmp_path, command="segue reproduce toy-table").with_suffix(".md").read_text()
+    assert "| toy-a | capped | time cap | 4 | 4 | +0.0400 (capped) |" in md
+    assert "Stopped by a cap, not by patience: toy-a/capped, toy-a/short" in md
+    # an APR row's earlier BPR stage is summarised too
+    s = training_summary(
+        {"epochs": [], "stopped_by": "patience", "stages": {"bpr": {"epochs": [], "stopped_by": "epochs"}}}
+    )
+    assert s["stages"]["bpr"]["stopped_by"] == "epoch cap" and s["dev_last_slope"] is None
 
 
 def test_budget_stops_starting_rows_and_names_them() -> None:

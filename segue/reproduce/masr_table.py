@@ -84,8 +84,7 @@ def playlist_row(prepared: dict[str, Any], row: Any) -> dict[str, Any]:
     out = {
         "dev": _metrics(model, dev),
         "test": _metrics(model, test),
-        "epochs_run": len(hist.epochs),
-        "best_epoch": hist.best_epoch,
+        "history": hist,  # the runner records stopped_by, epochs run, best epoch and the dev curve
         "neg_reduce": cfg.neg_reduce,
         "model": model,
     }
@@ -117,7 +116,8 @@ def keyed_row(prepared: dict[str, Any], row: Any) -> dict[str, Any]:
     owners = playlist_owners(split.train)
     m = fit_keyed(name, split, key, dev, owners, opts, cfg)
     on = (lambda e: owner_evalset(e, owners)) if key == "user" else (lambda e: e)
-    return {"dev": _metrics(m, on(dev)), "test": _metrics(m, on(test)), "query": f"{key}->song"}
+    return {"dev": _metrics(m, on(dev)), "test": _metrics(m, on(test)), "query": f"{key}->song",
+            "history": getattr(m, "train_history", None)}  # fmt: skip
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -407,12 +407,67 @@ def _train(
     t0 = time.perf_counter()
     res = dict(resolve(m.fit or "segue.reproduce.runner:pipeline_row")(prepared, row))
     res.setdefault("seconds", time.perf_counter() - t0)
+    if res.get("history") is not None:  # how training stopped, recorded for every trained row
+        res.update(training_summary(res.pop("history")))
+    res.pop("history", None)
     model = res.pop("model", None)
     res["options"], res["train"], res["seed"], res["quick"] = row.options, row.train, row.seed, quick
     cache.put(key, row.config(), res)
     log(f"[{row.dataset}] {m.label} {row.options or ''}{row.train or ''} seed {row.seed}: dev "
         f"{_short(res.get('dev'))} ({res['seconds']:.0f} s)")  # fmt: skip
     return {**res, "_model": model}
+
+
+STOPPED_BY = {"patience": "patience", "epochs": "epoch cap", "time_cap": "time cap"}
+
+
+def training_summary(history: Any) -> dict[str, Any]:
+    """How a row's training stopped, from its trainer History (or its dict): ``stopped_by`` (patience,
+    epoch cap, time cap), ``epochs_run``, ``best_epoch``, the dev curve of the first monitored metric
+    (``dev_curve``: [epoch, value] per dev evaluation) and ``dev_last_slope``, its change per epoch over
+    the last two dev evaluations (the number to read for a row a cap stopped: > 0 means dev still rose).
+    An earlier stage (the BPR stage before APR) is summarised under ``stages``."""
+    h = history.to_dict() if hasattr(history, "to_dict") else dict(history)
+    records = h.get("epochs") or []
+    monitor = (h.get("monitor") or "").split(",")[0].strip()
+    curve = []
+    for r in records:
+        valid = r.get("valid") or {}
+        if valid:
+            key = monitor if monitor in valid else next(iter(valid))
+            curve.append([int(r["epoch"]), round(float(valid[key]), 5)])
+    slope = None
+    if len(curve) >= 2 and curve[-1][0] != curve[-2][0]:
+        slope = round((curve[-1][1] - curve[-2][1]) / (curve[-1][0] - curve[-2][0]), 5)
+    out: dict[str, Any] = {
+        "stopped_by": STOPPED_BY.get(h.get("stopped_by") or "", h.get("stopped_by")),
+        "epochs_run": max((int(r["epoch"]) for r in records), default=0),
+        "best_epoch": h.get("best_epoch"),
+        "dev_curve": curve,
+        "dev_last_slope": slope,
+    }
+    stages = {k: training_summary(v) for k, v in (h.get("stages") or {}).items() if isinstance(v, dict)}
+    if stages:
+        out["stages"] = stages
+    return out
+
+
+def convergence_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The Markdown table of how every trained row stopped (rows without ``stopped_by`` are left out)."""
+    trained = [r for r in rows if r.get("stopped_by")]
+    if not trained:
+        return []
+    out = ["| dataset | model | stopped by | epochs run | best epoch | dev last slope / epoch | seconds |"]
+    out.append("|---|---|---|---|---|---|---|")
+    for r in trained:
+        slope = r.get("dev_last_slope")
+        capped = r["stopped_by"] != "patience"
+        shown = "-" if slope is None else f"{slope:+.4f}" + (" (capped)" if capped else "")
+        out.append(f"| {r['dataset']} | {r['model']} | {r['stopped_by']} | {r.get('epochs_run', '-')} "
+                   f"| {r.get('best_epoch', '-')} | {shown} | {r.get('seconds', 0):.0f} |")  # fmt: skip
+    capped = [f"{r['dataset']}/{r['model']}" for r in trained if r["stopped_by"] != "patience"]
+    out += ["", "Stopped by a cap, not by patience: " + (", ".join(capped) if capped else "none")]
+    return out
 
 
 def _best_point(spec: TableSpec, results: list[dict[str, Any]]) -> list[int]:
@@ -554,6 +609,9 @@ def write_table(spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, comma
     )
     if outcome.not_run:
         extra += ["", "Not run within the budget: " + ", ".join(outcome.not_run)]
+    conv = convergence_lines(outcome.rows)
+    if conv:
+        extra += ["", "## How each row stopped (dev metric, patience vs caps)", "", *conv]
     if outcome.grid:
         extra += ["", "## Dev grid (selection on dev only; test shown for transparency, never used to choose)", ""]
         extra += ["| dataset | model | options | train | " + " | ".join(f"dev {k}" for k in spec.select or spec.metrics)
@@ -622,6 +680,7 @@ __all__ = [
     "cache_root",
     "check_lines",
     "config_key",
+    "convergence_lines",
     "load_spec",
     "main",
     "pipeline_row",
@@ -630,5 +689,6 @@ __all__ = [
     "run_table",
     "select_on_dev",
     "spec_names",
+    "training_summary",
     "write_table",
 ]
