@@ -98,12 +98,13 @@ def fit_keyed(
     """Train foundation model ``name`` as a ``key``->song model (key = user or playlist) and return it.
 
     The returned model carries ``eval_key`` (``"user"`` / ``"playlist"``) telling which ids its
-    evaluation cases need (:func:`segue.evaluation.playlist.owner_evalset` for ``"user"``).
+    evaluation cases need (:func:`segue.evaluation.playlist.owner_evalset` for ``"user"``), and
+    ``train_history``, the trainer's History (how training stopped).
     """
     train = keyed_train(split.train, key)
     model = build_model(name, train.n_users, train.n_items, options)
     valid = owner_evalset(dev, owners) if key == "user" else dev
-    fit(model, train, valid, train_config, log=None)
+    model.train_history = fit(model, train, valid, train_config, log=None)  # type: ignore[attr-defined]
     model.eval_key = key  # type: ignore[attr-defined]
     return model
 
