@@ -488,7 +488,7 @@ def tie_diagnostic(model: Recommender, evalset: EvalSet, *, k: int = 10, batch_s
         for start in range(0, len(evalset), batch_size):
             sl = slice(start, start + batch_size)
             cand, scores = _score_candidates(model, evalset, sl)
-            scores, valid = scores.cpu(), (cand != 0).cpu()
+            scores, valid = scores.detach().cpu(), (cand != 0).cpu()
             pos, neg = scores[:, :1], scores[:, 1:]
             ties = ((neg == pos) & valid[:, 1:]).sum(1)
             rank = 1 + ((neg > pos) & valid[:, 1:]).sum(1)
