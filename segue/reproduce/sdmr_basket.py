@@ -19,13 +19,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from segue.data.datasets import load_dataset
-from segue.evaluation.protocols import get_protocol, tie_diagnostic
+from segue.evaluation.protocols import get_protocol
 from segue.pipeline import prepare as prepare_split
-from segue.pipeline import run
-from segue.training.trainer import TrainConfig, seed_everything
+from segue.reproduce.sdmr_table import run_row
+from segue.training.trainer import TrainConfig
 
 #: the sequential baselines of the paper's 'Imprv.' rows
 BASELINES = ("prme", "prme-s", "transrec", "caser")
@@ -59,27 +58,9 @@ def fit(prepared: dict[str, Any], row: Any) -> dict[str, Any]:
     Train options: the row's ``train`` (the spec's fixed values) and the caps ``epochs``, ``patience``,
     ``max_seconds``, ``threads``.
     """
-    name = row.model.model or row.model.label
     capped = {k: row.caps[k] for k in ("epochs", "patience", "max_seconds", "threads") if k in row.caps}
     cfg = TrainConfig.from_dict({"progress": False, "seed": row.seed, **row.train, **capped})
-    target: Any = name
-    if name == "sdmr":  # the fusion over the trained, frozen SDP and SDM (rows listed before it)
-        from segue.models.sdmr import SDMR
-
-        seed_everything(row.seed)  # the fusion layer's initialisation
-        target = SDMR.from_parts(row.trained["sdp"], row.trained["sdm"], **row.options)
-    r = run(
-        target,
-        prepared["data"],
-        protocol=prepared["protocol"],
-        model_options=None if name == "sdmr" else (row.options or None),
-        train_config=cfg,
-        log=None,
-        prepared=prepared["shared"],
-        seed=row.seed,
-    )
-    with torch.no_grad():
-        ties = tie_diagnostic(r.model, r.test)
+    r, ties = run_row(prepared, row, cfg)
     out = {
         "dev": {k: round(float(v), 4) for k, v in (r.valid_metrics or {}).items()},
         "test": {k: round(float(v), 4) for k, v in r.metrics.items()},

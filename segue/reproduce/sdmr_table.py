@@ -90,23 +90,17 @@ def prepare(dataset: str, spec: Any, caps: dict[str, Any]) -> dict[str, Any]:
     return {"data": data, "protocol": proto, "shared": (split, valid, test), "checks": checks}
 
 
-def fit(prepared: dict[str, Any], row: Any) -> dict[str, Any]:
-    """One row through ``segue.pipeline.run`` on the shared split; SDMR fuses the trained SDP and SDM rows.
-
-    Train options: the model's ``train_defaults`` < the row's ``train`` < the caps ``epochs``,
-    ``max_seconds``, ``patience``. With the cap ``text_loss``, SDP/SDM/SDMR use the text's loss.
-    """
-    from segue.pipeline import run, train_config_for
+def run_row(prepared: dict[str, Any], row: Any, cfg: Any) -> tuple[Any, dict[str, float]]:
+    """Train one row with ``cfg`` through ``segue.pipeline.run`` on the shared split (``prepared["shared"]``) and
+    give its result with its tie diagnostic; SDMR fuses the trained, frozen SDP and SDM rows listed before it.
+    Shared by Tables 5.3 and 5.4 (sdmr_basket.py)."""
+    from segue.models.sdmr import SDMR
+    from segue.pipeline import run
     from segue.training.trainer import seed_everything
 
     name = row.model.model or row.model.label
-    capped = {k: row.caps[k] for k in ("epochs", "max_seconds", "patience") if k in row.caps}
-    text = {"neg_reduce": "each", "reduction": "mean"} if row.caps.get("text_loss") and name in SDMR_FAMILY else {}
-    cfg = train_config_for(name, {"progress": False, "seed": row.seed, **row.train, **text, **capped})
     target: Any = name
-    if name == "sdmr":  # the fusion over the trained, frozen SDP and SDM (rows listed before it)
-        from segue.models.sdmr import SDMR
-
+    if name == "sdmr":
         seed_everything(row.seed)  # the fusion layer's initialisation
         target = SDMR.from_parts(row.trained["sdp"], row.trained["sdm"], **row.options)
     r = run(
@@ -121,6 +115,22 @@ def fit(prepared: dict[str, Any], row: Any) -> dict[str, Any]:
     )
     with torch.no_grad():  # a model without a no-grad score path (pop) would hand back tensors that need grad
         ties = tie_diagnostic(r.model, r.test)
+    return r, ties
+
+
+def fit(prepared: dict[str, Any], row: Any) -> dict[str, Any]:
+    """One row through ``segue.pipeline.run`` on the shared split; SDMR fuses the trained SDP and SDM rows.
+
+    Train options: the model's ``train_defaults`` < the row's ``train`` < the caps ``epochs``,
+    ``max_seconds``, ``patience``. With the cap ``text_loss``, SDP/SDM/SDMR use the text's loss.
+    """
+    from segue.pipeline import train_config_for
+
+    name = row.model.model or row.model.label
+    capped = {k: row.caps[k] for k in ("epochs", "max_seconds", "patience") if k in row.caps}
+    text = {"neg_reduce": "each", "reduction": "mean"} if row.caps.get("text_loss") and name in SDMR_FAMILY else {}
+    cfg = train_config_for(name, {"progress": False, "seed": row.seed, **row.train, **text, **capped})
+    r, ties = run_row(prepared, row, cfg)
     out = {
         "dev": r.valid_metrics or {},
         "test": r.metrics,
