@@ -288,7 +288,7 @@ def train(
     from segue.data.files import _stem as file_label
     from segue.evaluation.protocols import get_protocol
     from segue.models.base import get_model_class
-    from segue.pipeline import load_config_file, preflight, run, train_config_for
+    from segue.pipeline import load_config_file, preflight, run, summary, train_config_for
 
     # validate every option before loading data, so a typo fails at once
     model_cls = get_model_class(model)
@@ -352,17 +352,7 @@ def train(
         log=None if as_json else "default",
         resume=resume,
     )
-    result = {
-        "model": model,
-        "dataset": dataset,
-        "protocol": protocol,
-        "dev_rule": proto.dev_rule,
-        "run_dir": str(res.run_dir),
-        "test": res.metrics,
-        "valid": res.valid_metrics,
-        "fit_seconds": res.seconds,
-        "best_epoch": res.history.best_epoch,
-    }
+    result = summary(model, dataset, protocol, res)
     if as_json:
         _emit_json(result)
         return

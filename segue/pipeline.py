@@ -223,17 +223,21 @@ def train_job(spec: dict[str, Any]) -> dict[str, Any]:
         log=spec.get("log", "default") if main else None,
         resume=spec.get("resume", False),
     )
+    return {**summary(spec["model"], spec["dataset"], protocol, res), "nproc": 1 if w is None else w.size}
+
+
+def summary(model: str, dataset: str, protocol: str, res: RunResult) -> dict[str, Any]:
+    """What ``segue train`` reports of a run (``--json``): where it is, its test and dev metrics, the dev rule."""
     return {
-        "model": spec["model"],
-        "dataset": spec["dataset"],
+        "model": model,
+        "dataset": dataset,
         "protocol": protocol,
-        "dev_rule": proto.dev_rule,
+        "dev_rule": res.protocol.dev_rule,
         "run_dir": str(res.run_dir),
         "test": res.metrics,
         "valid": res.valid_metrics,
         "fit_seconds": res.seconds,
         "best_epoch": res.history.best_epoch,
-        "nproc": 1 if w is None else w.size,
     }
 
 
