@@ -585,7 +585,7 @@ def quickstart(
     out.print(f"Recommend: segue recommend {out_dir / 'mf-bpr'} --user 196 -k 10")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
 def reproduce(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="Table to reproduce (see --list).")] = None,
@@ -594,6 +594,9 @@ def reproduce(
     """Reproduce a paper's table into docs/results/ (extra arguments go to the script; try NAME --help)."""
     from segue.reproduce import REPRODUCTIONS, run_reproduction
 
+    if name in ("--help", "-h") or (name is None and not list_ and {"--help", "-h"} & set(ctx.args)):
+        out.print(ctx.get_help())  # NAME --help reaches the table's own parser (typer's --help is off here)
+        return
     if list_ or name is None:
         out.print(_table("reproductions", ["name", "what"], [[k, v[1]] for k, v in REPRODUCTIONS.items()]))
         return

@@ -216,6 +216,15 @@ def test_reproduce_lists_every_table_and_forwards_arguments(monkeypatch: pytest.
     r = runner.invoke(app, ["reproduce", "sdmr-table-5.4", "--caps", "epochs=1", "--models", "pop"])
     assert r.exit_code == 0, r.output
     assert seen == [("sdmr-table-5.4", ["--caps", "epochs=1", "--models", "pop"])]
+    r = runner.invoke(app, ["reproduce", "sdmr-table-5.4", "--help"])  # NAME --help reaches the table's parser
+    assert r.exit_code == 0 and seen[-1] == ("sdmr-table-5.4", ["--help"])
+    r = runner.invoke(app, ["reproduce", "--help"])
+    assert r.exit_code == 0 and "Reproduce a paper's table" in r.stdout
+
+
+def test_reproduce_name_help_prints_the_tables_options() -> None:
+    p = _segue("reproduce", "sdmr-table-5.4", "--help")
+    assert p.returncode == 0 and "--quick" in p.stdout and "--caps" in p.stdout, p.stdout + p.stderr
 
 
 def _train_caser(run_dir: Path, data_dir: Path) -> Path:
