@@ -39,11 +39,17 @@ def test_results_file_round_trip(tmp_path: Path) -> None:
     back = json.loads(path.read_text())
     assert back["rows"] == result["rows"] and back["environment"]["torch"]
     md = (tmp_path / "t.md").read_text()
-    assert "| a | 0.5000 | 0.6000 | -0.100 | 0.2500 | 0.2000 | +0.050 | 1.5000 |" in md
+    assert "| a | 0.5000 | 0.6000 | -0.100 | 0.2500 | 0.2000 | +0.050 | 1.5 |" in md
     assert "| b | 0.4000 | – | – |" in md and "same data as the paper" in md
     header, rule = (ln for ln in md.splitlines() if ln.startswith("| model") or ln.startswith("|---"))
     assert header.count("|") == rule.count("|") == 9
     assert "Command: `python -m x`" in results_markdown(back)
+
+
+def test_an_undefined_metric_has_no_difference() -> None:
+    row = {"model": "a", "dataset": "d", "metrics": {"mAP": float("nan")}, "paper": {"mAP": 0.3}, "seconds": None}
+    md = results_markdown({"table": "t", "command": "c", "rows": [row]})
+    assert "| a | – | 0.3000 | – | – |" in md and "nan" not in md
 
 
 def test_model_train_defaults_sit_between_generic_defaults_and_overrides() -> None:

@@ -46,7 +46,7 @@ def _num(x: Any) -> str:
 
 
 def _diff(ours: Any, paper: Any) -> str:
-    if ours is None or paper is None:
+    if _num(ours) == "–" or _num(paper) == "–":  # missing or undefined (NaN) on either side
         return "–"
     return f"{ours - paper:+.3f}"
 
@@ -75,7 +75,8 @@ def results_markdown(result: dict[str, Any], metrics: Sequence[str] | None = Non
             for m in metrics:
                 ours = r["metrics"].get(m)
                 cells.append(f"{_num(ours)} | {_num(paper.get(m))} | {_diff(ours, paper.get(m))}")
-            cells.append(_num(r.get("seconds")))
+            seconds = r.get("seconds")
+            cells.append(f"{seconds:.1f}" if isinstance(seconds, float) and math.isfinite(seconds) else _num(seconds))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if result.get("notes"):
