@@ -99,6 +99,7 @@ def test_cache_hit_skips_training_and_a_changed_config_retrains(tmp_path: Path) 
     CALLS.clear()
     again = run_table(spec, cache=RunCache(tmp_path / "runs.jsonl"), log=lambda s: None)
     assert again.trained == 0 and again.cached == 8 and CALLS == []
+    assert again.row_seconds == pytest.approx(first.row_seconds) and first.row_seconds > 0  # compute kept in the cache
     assert [r["metrics"] for r in again.rows] == [r["metrics"] for r in first.rows]
     # one option changed: only that row (and nothing else) trains again
     spec.models[1].options = {"x": 0.25}

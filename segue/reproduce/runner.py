@@ -339,6 +339,7 @@ class Outcome:
     trained: int
     cached: int
     seconds: float
+    row_seconds: float = 0.0  # training time of every row behind the table, cached ones included (compute budget)
 
 
 def run_table(
@@ -393,6 +394,7 @@ def run_table(
                 out.trained += 1
             if not results:
                 continue
+            out.row_seconds += sum(float(r.get("seconds") or 0.0) for r in results)
             best = _best_point(spec, results)
             spent = budget is not None and time.perf_counter() - t_start > budget
             if m.label in needed_models and results[best[0]].get("_model") is None and spent:
@@ -628,7 +630,8 @@ def write_table(spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, comma
         "caps": caps,
         "quick": quick,
         "not_run": outcome.not_run,
-        "run": {"trained": outcome.trained, "cached": outcome.cached, "seconds": round(outcome.seconds, 1)},
+        "run": {"trained": outcome.trained, "cached": outcome.cached, "seconds": round(outcome.seconds, 1),
+                "row_seconds": round(outcome.row_seconds, 1)},  # fmt: skip
         "notes": f"See {spec.notes}." if spec.notes else "",
     }
     path = write_results(result, out_dir, spec.name, list(spec.metrics))
@@ -637,7 +640,8 @@ def write_table(spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, comma
     extra += ["", "## Compute caps", ""]
     extra += [f"- {d}: " + ", ".join(f"{k}={v}" for k, v in c.items()) for d, c in caps.items()]
     extra.append(
-        f"- this run: {outcome.trained} rows trained, {outcome.cached} from the cache, {outcome.seconds:.0f} s"
+        f"- this run: {outcome.trained} rows trained, {outcome.cached} from the cache, {outcome.seconds:.0f} s; "
+        f"training time of all the rows behind the table (cached ones included): {outcome.row_seconds:.0f} s"
         + (" (--quick: tiny caps, a smoke test, not a result)" if quick else "")
     )
     if outcome.not_run:
