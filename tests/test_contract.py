@@ -142,6 +142,7 @@ TRIPLET = {"n_topics": N_TOPICS, "in_dim": 12, "n_coeffs": 4, "item_hidden": [8]
 RECIPES: dict[str, Recipe] = {
     # user -> item models on plain pairs
     "pop": Recipe("pairs"),
+    "random": Recipe("pairs", {"draws": 3}),
     "itemknn": Recipe("pairs", {"k": 10}),
     "mf-bpr": Recipe("pairs", {"dim": 8}),
     "wmf": Recipe("pairs", {"factors": 4, "iterations": 2}),

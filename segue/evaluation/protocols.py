@@ -395,9 +395,13 @@ def evaluate(
     was_training = model.training
     model.eval()
     rows: dict[str, list[torch.Tensor]] = {}
+    # a model that declares ``draws`` (the random ranking) is ranked that many times, the metrics averaged per case
+    draws = int(getattr(model, "draws", 1))
     try:
-        for start in range(0, len(evalset), batch_size):
+        for start, draw in ((s, d) for s in range(0, len(evalset), batch_size) for d in range(draws)):
             sl = slice(start, start + batch_size)
+            if draws > 1:
+                model.draw = draw
             if evalset.candidates is not None:
                 cand, scores = _score_candidates(model, evalset, sl)
                 valid = cand != 0
@@ -419,13 +423,17 @@ def evaluate(
             check_scores(scores, type(model).__name__)
             scores = scores.masked_fill(~valid, float("-inf"))
             ranks, n_pos, n_neg = rank_positives(scores.cpu(), positive.cpu(), valid.cpu())
-            for key, val in compute_metrics(
-                ranks, n_pos, n_neg, ks=ks, metrics=metrics, recall_denominator=recall_denominator
-            ).items():
-                rows.setdefault(key, []).append(val.double())
-            rows.setdefault("tie_rate", []).append(tied_rows(scores.cpu(), positive.cpu(), valid.cpu()).double())
+            got = compute_metrics(ranks, n_pos, n_neg, ks=ks, metrics=metrics, recall_denominator=recall_denominator)
+            got["tie_rate"] = tied_rows(scores.cpu(), positive.cpu(), valid.cpu())
+            for key, val in got.items():
+                if draw == 0:
+                    rows.setdefault(key, []).append(val.double() / draws)
+                else:
+                    rows[key][-1] += val.double() / draws
     finally:
         model.train(was_training)
+        if draws > 1:
+            model.draw = 0
     per = {k: torch.cat(v) for k, v in rows.items()}
     if block is not None:
         means: dict[str, Any] = reduce_means(per)

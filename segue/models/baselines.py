@@ -1,4 +1,4 @@
-"""Non-learned baselines: popularity and item-based kNN (cosine).
+"""Non-learned baselines: popularity, item-based kNN (cosine) and a uniformly random ranking.
 
 Both are closed-form: ``fit`` computes buffers from the training interactions, so they
 are saved and loaded through ``state_dict`` like every other model.
@@ -58,6 +58,64 @@ class Popularity(Recommender):
 
     def score_all(self, users: Tensor, context: Context | None = None, chunk: int = 4096) -> Tensor:
         out = self.counts.to(users.device).expand(users.shape[0], -1).clone()
+        out[:, 0] = float("-inf")
+        return out
+
+
+#: 31-bit mixing constants of the random ranking's hash (products stay below 2^62: no int64 overflow)
+_MASK31 = 0x7FFFFFFF
+
+
+def _hash_uniform(seed: int, users: Tensor, items: Tensor) -> Tensor:
+    """A deterministic uniform score in [0, 1) per (seed, user, item): the same pair always gets the same score."""
+    h = (users.long() * 1000003 + items.long() * 7919 + seed * 104729) & _MASK31
+    for mult in (0x2C1B3C6D, 0x297A2D39, 0x1B873593):
+        h = ((h ^ (h >> 15)) * mult) & _MASK31
+    h = h ^ (h >> 13)
+    return h.double().div_(2.0**31).float()
+
+
+@register
+class RandomRanking(Recommender):
+    """Uniformly random scores: the reference row "what chance gets" (issue 16 item 4).
+
+    A score is a hash of ``(seed + draw, user, item)``, so ``score``, ``score_all``, a saved and
+    reloaded model and every evaluation agree. :func:`segue.evaluation.protocols.evaluate` ranks
+    with ``draws`` independent draws (``draw = 0 .. draws - 1``) and averages the metrics: the
+    **expected** metrics of a uniformly random ranking of the same candidates, with a standard error
+    ``1 / sqrt(draws)`` times that of one draw (the per-case spread over the draws is not kept).
+    Ties (two candidates with the same 24-bit score) are rare and count against the positive, as
+    for every model.
+    """
+
+    name: ClassVar[str] = "random"
+    trainable: ClassVar[bool] = False
+
+    @dataclass
+    class Config:
+        seed: int = 0
+        draws: int = 50  # rankings averaged by evaluate() (1 = one random ranking)
+
+    def __init__(self, n_users: int, n_items: int, config: Any = None) -> None:
+        super().__init__(n_users, n_items, config)
+        if not isinstance(self.config.draws, int) or self.config.draws < 1:
+            raise ConfigError(f"random needs draws >= 1 (an integer), got {self.config.draws!r}.")
+        self.draw = 0  # set by evaluate() for each draw
+
+    @property
+    def draws(self) -> int:
+        return int(self.config.draws)
+
+    def fit(self, train: Interactions, monitor: Monitor | None = None, **extras: Any) -> None:
+        _check_train(self, train)
+        self.fitted = True
+
+    def score(self, users: Tensor, items: Tensor, context: Context | None = None) -> Tensor:
+        return _hash_uniform(int(self.config.seed) + self.draw, users[:, None].expand_as(items), items)
+
+    def score_all(self, users: Tensor, context: Context | None = None, chunk: int = 4096) -> Tensor:
+        items = torch.arange(self.n_items + 1, device=users.device)
+        out = _hash_uniform(int(self.config.seed) + self.draw, users[:, None], items[None, :])
         out[:, 0] = float("-inf")
         return out
 

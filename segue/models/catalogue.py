@@ -68,6 +68,11 @@ _AUDIO = "audio clips: segue reproduce dcue-tables (not segue train)"
 CATALOGUE: dict[str, Entry] = {
     # foundation baselines
     "pop": Entry("most popular items", f"{_DCUE} (popularity baseline)", _SP_DCUE, "top-n", _I, "loo-sampled"),
+    "random": Entry(
+        "uniformly random ranking (reference: evaluated as the expected metrics of chance)",
+        f"{_S01}, section 5.2 (not a model of the papers: the chance level of their sampled protocols)", _SP_SDMR,
+        "top-n", _I, "loo-sampled",
+    ),
     "itemknn": Entry(
         "item-based kNN, cosine (Sarwar et al., WWW'01)", f"{_S01}, section 5.2 (ItemKNN baseline)", _SP_SDMR,
         "top-n", _I, "loo-sampled",

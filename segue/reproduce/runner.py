@@ -630,8 +630,12 @@ def write_table(spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, comma
         "caps": caps,
         "quick": quick,
         "not_run": outcome.not_run,
-        "run": {"trained": outcome.trained, "cached": outcome.cached, "seconds": round(outcome.seconds, 1),
-                "row_seconds": round(outcome.row_seconds, 1)},  # fmt: skip
+        "run": {
+            "trained": outcome.trained,
+            "cached": outcome.cached,
+            "seconds": round(outcome.seconds, 1),
+            "row_seconds": round(outcome.row_seconds, 1),
+        },
         "notes": f"See {spec.notes}." if spec.notes else "",
     }
     path = write_results(result, out_dir, spec.name, list(spec.metrics))
