@@ -257,10 +257,10 @@ def test_sdmr_table_spec() -> None:
     assert spec.datasets == ["ml-100k", "ml-1m"] and spec.same_data == ["ml-100k"]
     assert spec.protocol == {"name": "loo-sampled", "negatives": 100, "seed": 0}
     labels = [m.label for m in spec.models]
-    assert labels[:2] == ["pop", "itemknn"] and labels[-3:] == ["sdp", "sdm", "sdmr"]
+    assert labels[:3] == ["random", "pop", "itemknn"] and labels[-3:] == ["sdp", "sdm", "sdmr"]
     assert {"mf-bpr", "cml", "neumf++", "cmn++", "prme", "prme-s", "transrec", "caser"} <= set(labels)
     by = {m.label: m for m in spec.models}
-    assert by["pop"].reference and by["sdmr"].depends == ["sdp", "sdm"]
+    assert by["pop"].reference and by["random"].reference and by["sdmr"].depends == ["sdp", "sdm"]
     assert by["sdm"].paper_for("ml-100k") == {"HR@10": 0.713, "NDCG@10": 0.435}
     assert by["sdmr"].paper_for("ml-1m") == {"HR@10": 0.810, "NDCG@10": 0.662}
     assert all(m.paper_for("ml-1m") for m in spec.models if not m.reference)
