@@ -58,8 +58,9 @@ def prepare(dataset: str, spec: Any, caps: dict[str, Any]) -> dict[str, Any]:
 def playlist_row(prepared: dict[str, Any], row: Any) -> dict[str, Any]:
     """MDR / MASS / FISM (``options.kind``) with BPR, or APR from the best checkpoint of ``train.start`` (M.7).
 
-    ``train.epochs_cap`` / ``train.apr_cap`` name the caps giving the BPR / APR epochs; any other
-    ``train`` key is a TrainConfig option (e.g. ``neg_reduce``).
+    ``train.epochs_cap`` / ``train.apr_cap`` name the caps giving the BPR / APR epochs; ``train.weight_decay``
+    (lambda, a dev-grid value) overrides the cap of that name; any other ``train`` key is a TrainConfig option
+    (e.g. ``neg_reduce``). An APR row keeps the lambda its start row was trained (and chosen on dev) with.
     """
     data, split, dev, test = (prepared[k] for k in ("data", "split", "dev", "test"))
     c = row.caps
@@ -69,8 +70,11 @@ def playlist_row(prepared: dict[str, Any], row: Any) -> dict[str, Any]:
     apr_epochs = int(c[train.pop("apr_cap")]) if "apr_cap" in train else 0
     opts = {k: v for k, v in row.options.items() if k != "kind"}
     cls = KINDS[row.options["kind"]]
+    lam = float(train.pop("weight_decay", c["weight_decay"]))
+    if start is not None:
+        lam = float(getattr(row.trained[start], "grid_weight_decay", lam))
     cfg = playlist_config(
-        cls, epochs=max(epochs, 1), lr=c["lr"], weight_decay=c["weight_decay"], patience=c["patience"],
+        cls, epochs=max(epochs, 1), lr=c["lr"], weight_decay=lam, patience=c["patience"],
         max_seconds=c["max_seconds_per_phase"], apr_epochs=apr_epochs, eps=c["eps"], reg_adv=c["reg_adv"],
         device="auto", seed=row.seed, progress=False, **train,
     )  # fmt: skip
@@ -81,11 +85,13 @@ def playlist_row(prepared: dict[str, Any], row: Any) -> dict[str, Any]:
         n_p = len(data.group_maps["playlist"])
         model = cls(data.n_users, data.n_items, cls.Config(dim=int(c["dim"]), n_playlists=n_p, **opts))
         hist = fit_playlist(model, split.train, dev, cfg, log=None)
+    model.grid_weight_decay = lam  # type: ignore[attr-defined]  # for the APR row that starts from this one
     out = {
         "dev": _metrics(model, dev),
         "test": _metrics(model, test),
         "history": hist,  # the runner records stopped_by, epochs run, best epoch and the dev curve
         "neg_reduce": cfg.neg_reduce,
+        "weight_decay": lam,
         "model": model,
     }
     if row.options["kind"] == "mdr" and start is None:
