@@ -250,3 +250,87 @@ def test_wmf_tagging_features_never_see_test_clips(monkeypatch) -> None:
     assert set(np.unique(seen[0])) <= {1, 2, 3, 4, 5, 6}
     assert feats.shape == (n_items, 3)
     assert np.all(feats[part == 2] == 0) and np.abs(feats[part != 2]).sum() > 0
+
+
+# -- the hooks of segue/reproduce/specs/dcue-tables.toml that need no corpus ------------------------------------
+
+
+def _row(label: str = "dcue-id", options: dict | None = None, train: dict | None = None, caps: dict | None = None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(model=SimpleNamespace(label=label, model=""), options=options or {}, train=train or {},
+                           caps=caps or {}, seed=3)  # fmt: skip
+
+
+def test_heldout_pair_auc_counts_only_the_clips_the_user_never_played() -> None:
+    from segue.reproduce.dcue_table import heldout_pair_auc
+
+    scores = np.array([[0.9, 0.1], [0.5, 0.8], [0.2, 0.3], [0.5, 0.0], [9.0, 9.0]])  # (clips, users)
+    played = np.array([[1, 0], [1, 1], [0, 1], [0, 0], [0, 0]])
+    rows = np.arange(4)  # the last clip is not a training clip: never a negative
+    # user 1's held-out clip 2 (0.5) against the clips it never played, 3 (0.2) and 4 (0.5, a tie): (1 + 0.5) / 2
+    assert heldout_pair_auc(scores, played, rows, np.array([1]), np.array([2])) == pytest.approx(0.75)
+    # user 2's held-out clip 3 (0.3) against 1 (0.1) and 4 (0.0), clip 2 (0.8) is played; both pairs averaged
+    got = heldout_pair_auc(scores, played, rows, np.array([1, 2]), np.array([2, 3]))
+    assert got == pytest.approx((0.75 + 1.0) / 2)
+
+
+def test_warm_holdout_takes_one_training_pair_from_every_user_with_two() -> None:
+    from segue.reproduce.dcue_table import _warm_holdout
+
+    data = _data(n_users=8, n_items=10)
+    rest, users, items = _warm_holdout(data, seed=0)
+    counts = np.bincount(data.users, minlength=data.n_users + 1)
+    assert sorted(users.tolist()) == [u for u in range(1, data.n_users + 1) if counts[u] >= 2]
+    assert len(rest) + len(users) == len(data) and rest.n_items == data.n_items
+    kept = set(zip(rest.users.tolist(), rest.items.tolist(), strict=True))
+    assert not kept & set(zip(users.tolist(), items.tolist(), strict=True))
+
+
+def test_audio_config_takes_the_row_options_then_the_caps_and_refuses_unknown_options() -> None:
+    from segue.reproduce.dcue_table import audio_config
+    from segue.training.audio import triplet_config
+
+    caps = {"steps": 7, "eval_every": 3, "patience": 2, "max_seconds": 5.0, "users": 100}
+    cfg = audio_config(_row(train={"lr": 0.01, "steps": 99}, caps=caps), triplet_config())
+    assert (cfg.steps, cfg.eval_every, cfg.patience, cfg.max_seconds) == (7, 3, 2, 5.0)
+    assert (cfg.lr, cfg.seed, cfg.batch_size, cfg.optimizer) == (0.01, 3, 256, "sgd")  # the base's batch of triples
+    with pytest.raises(ConfigError, match="unknown train option"):
+        audio_config(_row(train={"epochs": 3}))
+
+
+def test_id_row_chooses_its_steps_on_held_out_pairs_then_refits_on_every_pair() -> None:
+    from segue.reproduce.dcue_table import AUC_W, WARM_DEV, id_row
+
+    data = _data(n_users=8, n_items=16)
+    truth = (data.to_csr().T.toarray()[1:, 1:] > 0).astype(np.float32)
+    prepared = {"full": data, "train": data, "truth_train": truth, "rows_of": {0: np.arange(data.n_items)}}
+    row = _row(options={"dim": 8, "n_negatives": 4, "shared_negatives": True, "reduction": "mean"},
+               train={"optimizer": "adam", "lr": 0.01, "batch_size": 8},
+               caps={"steps": 60, "eval_every": 10, "patience": 2})  # fmt: skip
+    out = id_row(prepared, row)
+    assert out["refit_steps"] == out["history"].best_epoch and 10 <= out["refit_steps"] <= 60
+    assert 0.0 <= out["dev"][WARM_DEV] <= 1.0 and 0.0 <= out["test"][AUC_W] <= 1.0
+    assert out["heldout_pairs"] == 8 and out["users_skipped"] == {"W": 0}
+
+
+def test_dcue_tables_markdown_keeps_the_honest_labels_and_skips_absent_sub_tables() -> None:
+    from segue.reproduce.dcue_table import AUC_C, AUC_W, EXP1, EXP3, TAG_AUC, markdown
+
+    rows = [
+        {"model": "pop-oracle", "dataset": "dsc7-listeners", "metrics": {AUC_C: 0.7}, "users_skipped": {"C": 2}},
+        {"model": "wmf", "dataset": "dsc7-listeners", "metrics": {AUC_W: 0.99, TAG_AUC: 0.5},
+         "paper": {AUC_W: 0.9302}, "options": {"iterations": 15}},
+        {"model": "dcue", "dataset": "dsc7-listeners", "metrics": {AUC_W: 0.8, AUC_C: 0.68, TAG_AUC: 0.8},
+         "stopped_by": "patience", "best_epoch": 2000, "epochs_run": 3000},
+        {"model": "tripletrec", "dataset": "dsc7-topics", "metrics": {EXP1: 0.9, EXP3: 0.7},
+         "chance": {EXP1: 0.6, EXP3: 0.22}, "paper": {EXP1: 0.5753, EXP3: 0.8742}},
+    ]  # fmt: skip
+    md = markdown({"rows": rows})
+    assert "| Popularity (oracle: the test clips' own counts) | 0.7000 | – | 2 |" in md
+    assert "WMF (a test clip has no WMF vector: chance by construction) | 0.5000 |" in md
+    warm, cold = md.split("protocol C")[0], md.split("protocol C")[1].split("Table 2")[0]
+    assert "| WMF | 0.9900 | 0.9302 |" in warm and "| WMF |" not in cold  # WMF cannot score a cold clip
+    assert "patience, step 2000 kept of 3000" in md and "ALS, 15 iterations" in md
+    assert "| Triplet | 0.9000 | 0.6000 | 0.5753 | 0.7000 | 0.2200 | 0.8742 |" in md
+    assert "Twonet" not in md and "## Data" not in md  # no row, no data facts: nothing invented

@@ -366,6 +366,22 @@ def test_checks_read_ranks_as_lower_is_better_and_skip_undefined_metrics() -> No
     assert any("MRR 0.3000 >= max(base) 0.2000: holds" in x for x in lines) and not any("Track" in x for x in lines)
 
 
+def test_a_check_may_name_the_metrics_the_paper_claims_it_on() -> None:
+    """``metrics = [..]`` limits a check to those metrics; a metric the table lacks is refused when the spec loads."""
+    from segue.reproduce.runner import check_lines
+
+    spec = _toy_spec(checks=[{"better": "stacked", "than": ["base"], "metrics": ["NDCG@10"]}])
+    rows = [
+        {"model": "base", "dataset": "d", "metrics": {"HR@10": 0.5, "NDCG@10": 0.2}},
+        {"model": "stacked", "dataset": "d", "metrics": {"HR@10": 0.4, "NDCG@10": 0.3}},
+    ]
+    assert check_lines(spec, rows) == ["- d: stacked NDCG@10 0.3000 >= max(base) 0.2000: holds"]
+    with pytest.raises(ConfigError, match="a check's metrics"):
+        _toy_spec(checks=[{"better": "stacked", "than": ["base"], "metrics": ["MAP"]}])
+    with pytest.raises(ConfigError, match="a check's metrics"):
+        _toy_spec(checks=[{"better": "stacked", "than": ["base"], "metrics": "HR@10"}])
+
+
 def test_cache_root_follows_segue_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SEGUE_CACHE", str(tmp_path))
     assert cache_root() == tmp_path / "reproduce"

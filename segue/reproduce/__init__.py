@@ -27,7 +27,7 @@ REPRODUCTIONS: dict[str, tuple[str, str]] = {
     "masr-table-4.4": ("spec:masr-table-4.4", "MDR/MASS/MASR Table 4.4 on the playlist stand-ins"),
     "quaternion-table-5.6": ("spec:quaternion-table-5.6", "QUALE/QUASE/QUALSE Table 5.6 on Toys and Yelp"),
     "cosernn-table-2": ("spec:cosernn-table-2", "CoSeRNN Table 2 on listening sessions"),
-    "dcue-tables": ("dcue_table", "DCUE and TripletRec on the Debian soundtrack corpus"),
+    "dcue-tables": ("spec:dcue-tables", "DCUE and TripletRec on the Debian soundtrack corpus"),
 }
 
 

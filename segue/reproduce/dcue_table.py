@@ -1,46 +1,37 @@
-"""DCUE (Lee et al., DLRS 2018, Tables 1-2) and TripletRec (Liang et al., Tables I and III) on DSC-7.
+"""DCUE (Lee et al., DLRS 2018, Tables 1-2) and TripletRec (Liang et al., Tables I and III) on DSC-7: the hooks of
+``specs/dcue-tables.toml``.
 
-``python -m segue.reproduce.dcue_table [--clips-per-track 8] [--users 500] [--quick]`` writes
-``docs/results/dcue-tables.md`` and ``.json``. Needs the corpus: ``segue audio fetch`` (or
-:func:`segue.audio.corpus.fetch`) first; the clip cache is built on the first run.
+Run with ``segue reproduce dcue-tables [--quick]`` (the shared runner, :mod:`segue.reproduce.runner`). Needs the
+corpus: ``segue audio fetch`` first (into ``$SEGUE_AUDIO_DIR``, else ``~/.cache/segue/audio``); the clip cache is
+built beside it on the first run. Prose (the data, the deviations, the caps) lives in
+``docs/results/dcue-tables.notes.md``. None of the data is the papers'.
 
-Data (content spec C.5) -- none of it is the papers' data:
+Two datasets of one corpus (DSC-7: 7 Debian game-soundtrack packages, real music, 30-s clips, at most
+``caps.clips_per_track`` per track spread over the track; every split is by track):
 
-* Audio: DSC-7, 7 Debian game-soundtrack packages (real music, GPL / CC-BY-SA), 30-s clips,
-  at most ``--clips-per-track`` clips per track spread over the track (compute cap); every split
-  is by track (clips of one track never straddle parts).
-* Recommendation (Table 1): **semi-synthetic**. Listeners are simulated (:mod:`segue.audio.simulate`:
-  source taste, audio-trait taste, popularity); the numbers are not comparable to the paper's
-  Echo Nest Taste Profile results and are printed beside them only for orientation.
-  70/10/20 track split; protocol W (rows = training clips, truth = their training interactions,
-  the paper's released evaluation) and protocol C (rows = test clips, truth = their held-out
-  interactions: cold start). Per-user ROC-AUC, single-class users skipped. Popularity under C
-  is an *oracle* (counts of the test clips' own interactions).
-* Auto-tagging (Table 2): real labels from the corpus (source, album, composer, mood words in
-  titles; tags with >= 10 clips, duplicate columns dropped), the A.6 MLP on frozen song
-  features, mean per-tag AUC on the test clips of the same track split.
-* TripletRec (Tables I, III): real labels, the 7 sources as the 7 topics, MFCC inputs, an
-  80/10/10 track split; Exp. 1 (user group -> nearest test song, hit iff its source is in the
-  group) and Exp. 3 (test song -> nearest other test song, hit iff same source), with chance.
+* ``dsc7-listeners`` (DCUE Tables 1-2): **semi-synthetic** listeners (:mod:`segue.audio.simulate`) on a 70/10/20
+  track split. Each row reports per-user ROC-AUC under protocol W (rows = training clips, truth = their training
+  interactions: the paper's released evaluation) and, for the models that can score an unseen clip, protocol C
+  (rows = test clips, truth = their held-out interactions: cold start); single-class users are skipped. The
+  ``pop-oracle`` row counts the test clips' own interactions (an oracle, not a cold-start model). Each row's
+  song features also feed the A.6 tagging MLP: mean per-tag AUC on the test clips, real corpus labels.
+* ``dsc7-topics`` (TripletRec Tables I and III): real labels, the 7 sources as the 7 topics, MFCC inputs, an
+  80/10/10 track split; Exp. 1 (user group -> nearest test clip) and Exp. 3 (test clip -> nearest other test clip),
+  each with its chance level.
 
-Compute caps (2 shared cores): DCUE and WMF + regression run ``--dcue-steps`` /
-``--reg-steps`` steps (model selection on validation cold-start AUC every ``--eval-every``
-steps, ``--max-seconds`` per model), TripletRec / Twonet ``--triplet-steps`` steps of 256
-triples. Deviations, all for the compute cap: DCUE uses the spec's [OURS] in-batch shared
-negatives (20 negatives shared by a batch of users instead of 20 per user); and by default
-DCUE, its id ablation and the regression baseline train with Adam (lr ``--lr``, batch
-``--batch`` users, mean reduction) and BatchNorm after each convolution, because with the
-paper's SGD (lr 0.2, Nesterov, batch 10, sum; ``--paper-optimizer``) the item embeddings
-collapsed to one direction (loss stuck at margin x negatives, validation AUC ~0.52) within the
-few thousand steps we can afford; the paper trained for ~10^5 steps.
+Every clip model trains until its validation metric stops improving (``caps.patience`` evaluations, one every
+``caps.eval_every`` steps) under a step cap ``caps.steps`` far beyond that and the per-row safety net
+``caps.max_seconds``: DCUE and WMF + Regression on validation cold-start AUC, Triplet and Twonet on validation
+song-to-song accuracy, the id-only ablation (which cannot score an unseen clip) on held-out training pairs before
+a refit on all of them (:func:`id_row`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +44,7 @@ from segue.audio.corpus import audio_dir, load_manifest, split_by_track
 from segue.audio.frontend import ClipCache, ClipSpec
 from segue.audio.simulate import SEMI_SYNTHETIC, SimulatorConfig, audio_traits, simulate
 from segue.data.interactions import IdMap, Interactions
-from segue.evaluation.report import write_results
+from segue.errors import ConfigError
 from segue.models.base import build_model
 from segue.training import fit
 from segue.training.audio import (
@@ -65,14 +56,16 @@ from segue.training.audio import (
     triplet_config,
 )
 
-TABLE = "dcue-tables"
-PAPER_T1 = {"pop": 0.7059, "wmf": 0.9302, "wmf-regression": 0.6967, "dcue": 0.7914, "dcue-id": 0.7832}
-PAPER_T2 = {"wmf": 0.8683, "wmf-regression": 0.7876, "dcue": 0.8450}
-PAPER_EXP1 = {"tripletrec": 0.5753, "twonet": 0.4824}
-PAPER_EXP3 = {"tripletrec": 0.8742, "twonet": 0.7189}
-LABELS = {
+LISTENERS, TOPICS = "dsc7-listeners", "dsc7-topics"
+AUC_W, AUC_C, TAG_AUC = "AUC (W)", "AUC (C)", "Tagging AUC"
+EXP1, EXP3 = "Exp. 1 accuracy", "Exp. 3 accuracy"
+WARM_DEV = "AUC (warm held-out pairs)"
+#: caps that become AudioTrainConfig fields of every clip model
+TRAIN_CAPS = ("steps", "eval_every", "patience", "max_seconds")
+#: the table's names for the rows (the labels of the spec are short identifiers)
+DISPLAY = {
     "pop": "Popularity",
-    "pop-oracle": "Popularity (oracle: test clips' own counts)",
+    "pop-oracle": "Popularity (oracle: the test clips' own counts)",
     "wmf": "WMF",
     "wmf-regression": "WMF + Regression",
     "dcue": "DCUE",
@@ -83,11 +76,14 @@ LABELS = {
 
 
 def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def prepare(root: Path, clips_per_track: int | None) -> tuple[pd.DataFrame, ClipCache, dict[str, Any]]:
-    """The clip table (cache order) and its cache; builds the cache on the first call."""
+# -- data -------------------------------------------------------------------------------------
+
+
+def open_corpus(root: Path, clips_per_track: int | None) -> tuple[pd.DataFrame, ClipCache, dict[str, Any]]:
+    """The clip table (cache order), its clip cache (built on the first call) and the corpus facts."""
     manifest = load_manifest(root)
     tracks = index_folder(root)
     items = clips_table(tracks, clips_per_track=clips_per_track)
@@ -97,6 +93,7 @@ def prepare(root: Path, clips_per_track: int | None) -> tuple[pd.DataFrame, Clip
     info = {
         "tracks": len(tracks),
         "clips": len(items),
+        "clips_per_track": clips_per_track or "all",
         "corpus_hours": round(float(tracks.seconds.sum()) / 3600, 2),
         "cached_audio_hours": round(cache.meta["audio_seconds"] / 3600, 2),
         "cache_seconds_when_built": cache.meta["cache_seconds"],
@@ -107,25 +104,11 @@ def prepare(root: Path, clips_per_track: int | None) -> tuple[pd.DataFrame, Clip
     return items, cache, info
 
 
-def _auc_rows(scores: np.ndarray, truth: np.ndarray, rows: np.ndarray) -> tuple[float, int]:
-    """Per-user AUC of (items, users) scores restricted to ``rows`` (0-based item rows)."""
-    mean, skipped, _ = per_user_auc(scores[rows], truth[rows])
-    return mean, skipped
-
-
-def _scores(model: Any, n_users: int) -> np.ndarray:
-    """(n_items, n_users) score matrix (item rows in cache order)."""
-    with torch.no_grad():
-        s = model.score_all(torch.arange(1, n_users + 1)).float().numpy()
-    return s[:, 1:].T
-
-
-def simulated_data(items: pd.DataFrame, cache: ClipCache, args: argparse.Namespace, part: np.ndarray) -> dict[str, Any]:
-    """The simulated listeners on the clips: full and training interactions, truth matrices, part rows."""
+def simulated_data(items: pd.DataFrame, cache: ClipCache, sim: SimulatorConfig, part: np.ndarray) -> dict[str, Any]:
+    """The simulated listeners on the clips: full, training and test interactions, truth matrices, part rows."""
     rows_of = {p: np.flatnonzero(part == p) for p in range(3)}
-    traits = audio_traits(cache.mels, rows_of[0], k=16)
-    sim_cfg = SimulatorConfig(n_users=args.users, beta=args.beta, gamma=args.gamma, seed=args.seed)
-    plays = simulate(items, traits, sim_cfg)
+    traits = audio_traits(cache.mels, rows_of[0], k=sim.n_traits)
+    plays = simulate(items, traits, sim)
     item_map = IdMap(items["item"].to_numpy(), "item")
     user_map = IdMap(pd.unique(plays["user"]), "user")
     df = pd.DataFrame(
@@ -139,7 +122,8 @@ def simulated_data(items: pd.DataFrame, cache: ClipCache, args: argparse.Namespa
     item_part = part[df["item"].to_numpy() - 1]
     train = full.take(item_part == 0, name="train")
     info = {
-        "simulator": {**sim_cfg.__dict__},
+        "label": SEMI_SYNTHETIC,
+        "simulator": dataclasses.asdict(sim),
         "interactions": len(full),
         "train_interactions": len(train),
         "users": full.n_users,
@@ -157,149 +141,76 @@ def simulated_data(items: pd.DataFrame, cache: ClipCache, args: argparse.Namespa
     }
 
 
-def recommendation(
-    items: pd.DataFrame, cache: ClipCache, args: argparse.Namespace, part: np.ndarray
-) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, np.ndarray]]:
-    d = simulated_data(items, cache, args, part)
-    full, train, truth, truth_train, rows_of, info = (
-        d[k] for k in ("full", "train", "truth", "truth_train", "rows_of", "info")
-    )
-    n_users, n_items = full.n_users, full.n_items
-    _log(f"simulated {len(full)} plays of {n_users} users on {n_items} clips ({info['clips_per_part']})")
-    out: list[dict[str, Any]] = []
-    feats: dict[str, np.ndarray] = {}
+def _tags(items: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """The tagging labels: tags on >= 10 clips, duplicate columns dropped (the first name in sorted order kept)."""
+    y, names = tag_matrix(items, min_count=10)
+    _, first = np.unique(y, axis=1, return_index=True)  # e.g. album == source
+    keep = np.sort(first)
+    return y[:, keep], [names[k] for k in keep]
 
-    def add(
-        model: str, proto: str, auc: float, skipped: int, seconds: float, extra: dict[str, Any] | None = None
-    ) -> None:
-        paper = {"AUC": PAPER_T1.get(model)} if proto == "W" and model in PAPER_T1 else None
-        out.append(
-            {
-                "model": LABELS.get(model, model),
-                "dataset": f"DSC-7 + simulated listeners, protocol {proto} ({'warm: training clips' if proto == 'W' else 'cold start: test clips'})",
-                "metrics": {"AUC": auc},
-                "paper": paper,
-                "same_data_as_paper": False,
-                "seconds": round(seconds, 1),
-                "users_skipped": skipped,
-                **(extra or {}),
-            }
+
+def prepare(dataset: str, spec: Any, caps: dict[str, Any]) -> dict[str, Any]:
+    """The corpus, its clip cache and the dataset's track split; ``dsc7-listeners`` adds the simulated listeners
+    (``caps.users``; ``protocol.beta`` / ``gamma``) and the tagging labels, ``dsc7-topics`` the source topics."""
+    p = spec.protocol
+    seed = int(p.get("seed", 0))
+    items, cache, corpus = open_corpus(audio_dir(None), int(caps.get("clips_per_track") or 0) or None)
+    _log(f"corpus: {corpus}")
+    tracks = items["track"].to_numpy()
+    if dataset == LISTENERS:
+        part = split_by_track(tracks, tuple(p.get("listeners_split", (0.7, 0.1, 0.2))), seed=seed)
+        sim = SimulatorConfig(
+            n_users=int(caps["users"]), beta=float(p.get("beta", 1.0)), gamma=float(p.get("gamma", 0.5)), seed=seed
         )
-        _log(f"{model} protocol {proto}: AUC {auc:.4f} (skipped {skipped} users, {seconds:.0f} s)")
+        d = simulated_data(items, cache, sim, part)
+        y, tags = _tags(items)
+        info = {"corpus": corpus, "recommendation": d["info"], "tagging": {"n_tags": len(tags), "tags": tags}}
+        sim_info = d["info"]
+        _log(f"simulated {sim_info['interactions']} plays of {sim_info['users']} users ({sim_info['clips_per_part']})")
+        return {**d, "items": items, "cache": cache, "part": part, "tags": y, "info": info}
+    if dataset == TOPICS:
+        topics, sources = pd.factorize(items["source"])
+        part = split_by_track(tracks, tuple(p.get("topics_split", (0.8, 0.1, 0.1))), seed=seed)
+        ids = {k: np.flatnonzero(part == k) + 1 for k in range(3)}
+        info = {"corpus": corpus, "topics": list(map(str, sources)),
+                "clips_per_part": dict(zip(("train", "valid", "test"), map(len, ids.values()), strict=True))}  # fmt: skip
+        return {"items": items, "cache": cache, "topics": topics, "ids": ids, "info": info}
+    raise ConfigError(f"dcue-tables has no dataset {dataset!r}; it has {LISTENERS} and {TOPICS}.")
 
-    valid_rows = rows_of[1]
 
-    def cold_valid(score_fn: Any) -> Any:
-        def fn(model: Any) -> float:
-            s = score_fn(model, valid_rows)  # (valid rows, users)
-            return per_user_auc(s, truth[valid_rows])[0]
+# -- evaluation helpers -----------------------------------------------------------------------
 
-        return fn
 
-    # Popularity (distinct listeners): training counts under W, oracle counts under C
-    t0 = time.perf_counter()
-    pop = build_model("pop", n_users, n_items)
-    pop.fit(train)
-    add("pop", "W", *_auc_rows(_scores(pop, n_users), truth_train, rows_of[0]), time.perf_counter() - t0)
-    pop_c = build_model("pop", n_users, n_items)
-    pop_c.fit(d["test"])
-    add("pop-oracle", "C", *_auc_rows(_scores(pop_c, n_users), truth, rows_of[2]), time.perf_counter() - t0)
+def _scores(model: Any, n_users: int) -> np.ndarray:
+    """(n_items, n_users) score matrix (item rows in cache order)."""
+    with torch.no_grad():
+        s = model.score_all(torch.arange(1, n_users + 1)).float().numpy()
+    return s[:, 1:].T
 
-    # WMF (A.7.2 defaults) on raw play counts: warm only
-    t0 = time.perf_counter()
-    wmf_opts = {
-        "factors": 50,
-        "regularization": 0.01,
-        "alpha": 40.0,
-        "iterations": 15,
-        "use_weights": True,
-        "seed": args.seed,
-    }
-    wmf = build_model("wmf", n_users, n_items, wmf_opts)
-    wmf.fit(train)
-    add("wmf", "W", *_auc_rows(_scores(wmf, n_users), truth_train, rows_of[0]), time.perf_counter() - t0)
 
-    skip = set(args.skip.split(","))
-    # optimiser: the paper's SGD (lr 0.2, Nesterov, batch 10, sum) with --paper-optimizer; by default
-    # Adam (lr --lr, batch --batch, mean) with BatchNorm, which learns within this compute cap
-    opt_name = "sgd" if args.paper_optimizer else "adam"
-    lr = 0.2 if args.paper_optimizer else args.lr
-    batch = 10 if args.paper_optimizer else args.batch
-    # WMF + regression from audio (cold-start baseline)
-    t0 = time.perf_counter()
-    if "reg" in skip:
-        return out, info, feats
-    reg = build_model("wmf-regression", n_users, n_items, {**wmf_opts, "batchnorm": not args.paper_optimizer})
+def _auc(scores: np.ndarray, truth: np.ndarray, rows: np.ndarray) -> tuple[float, int]:
+    """Per-user AUC of (items, users) ``scores`` on the clip ``rows`` (0-based) and the users skipped."""
+    mean, skipped, _ = per_user_auc(scores[rows], truth[rows])
+    return mean, skipped
 
-    def reg_scores(model: Any, rows: np.ndarray) -> np.ndarray:
-        pred = model.encode_items(cache.mels[np.sort(rows)])
-        return (pred @ model.user_factors[1:].T).numpy()
 
-    reg_cfg = AudioTrainConfig(
-        steps=args.reg_steps,
-        batch_size=30,
-        optimizer=opt_name,
-        lr=args.reg_lr if args.paper_optimizer else args.lr,
-        eval_every=args.eval_every,
-        seed=args.seed,
-        max_seconds=args.max_seconds,
-    )
-    hist = fit(reg, train, mels=cache.mels, config=reg_cfg, valid_fn=cold_valid(reg_scores), log=_log)
-    s = _scores(reg, n_users)
-    sec = time.perf_counter() - t0
-    extra = {"steps": hist.epochs[-1]["epoch"], "best_step": hist.best_epoch}
-    add("wmf-regression", "W", *_auc_rows(s, truth_train, rows_of[0]), sec, extra)
-    add("wmf-regression", "C", *_auc_rows(s, truth, rows_of[2]), sec, extra)
-    feats["wmf-regression"] = reg.item_vecs[1:].numpy()
+def _protocols(p: dict[str, Any], scores: np.ndarray, cold: bool) -> tuple[dict[str, float], dict[str, int]]:
+    """Protocol W (and C when ``cold``): the metrics and the single-class users each skipped."""
+    w, w_skip = _auc(scores, p["truth_train"], p["rows_of"][0])
+    test, skipped = {AUC_W: w}, {"W": w_skip}
+    if cold:
+        test[AUC_C], skipped["C"] = _auc(scores, p["truth"], p["rows_of"][2])
+    return test, skipped
 
-    # DCUE
-    t0 = time.perf_counter()
-    dcue_opts = {"shared_negatives": True, **({} if args.paper_optimizer else {"batchnorm": True, "reduction": "mean"})}
-    dcue = build_model("dcue", n_users, n_items, dcue_opts)
 
-    def dcue_scores(model: Any, rows: np.ndarray) -> np.ndarray:
-        y = torch.nn.functional.normalize(model.encode_items(cache.mels[np.sort(rows)]), dim=-1)
-        with torch.no_grad():
-            u = torch.nn.functional.normalize(model.user_vectors(torch.arange(1, n_users + 1)), dim=-1)
-        return (y @ u.T).numpy()
-
-    dcfg = AudioTrainConfig(
-        steps=args.dcue_steps,
-        batch_size=batch,
-        optimizer=opt_name,
-        lr=lr,
-        eval_every=args.eval_every,
-        seed=args.seed,
-        max_seconds=args.max_seconds,
-    )
-    hist = fit(dcue, train, mels=cache.mels, config=dcfg, valid_fn=cold_valid(dcue_scores), log=_log)
-    s = _scores(dcue, n_users)
-    sec = time.perf_counter() - t0
-    extra = {"steps": hist.epochs[-1]["epoch"], "best_step": hist.best_epoch, "negatives": "20 shared per batch of 10"}
-    add("dcue", "W", *_auc_rows(s, truth_train, rows_of[0]), sec, extra)
-    add("dcue", "C", *_auc_rows(s, truth, rows_of[2]), sec, extra)
-    feats["dcue"] = dcue.item_vecs[1:].numpy()
-
-    # item-id-only ablation (warm only: an unseen clip has no trained id embedding)
-    t0 = time.perf_counter()
-    dcue_id = build_model("dcue-id", n_users, n_items, {k: v for k, v in dcue_opts.items() if k != "batchnorm"})
-    hist = fit(
-        dcue_id,
-        train,
-        config=AudioTrainConfig(
-            steps=args.dcue_steps,
-            batch_size=batch,
-            lr=lr,
-            optimizer=opt_name,
-            seed=args.seed,
-            max_seconds=args.max_seconds,
-        ),
-    )
-    add("dcue-id", "W", *_auc_rows(_scores(dcue_id, n_users), truth_train, rows_of[0]), time.perf_counter() - t0)
-
-    # WMF on the training and validation clips' interactions: the tagging features of the WMF row (A.6 [AMBIG])
-    feats["wmf"] = wmf_tagging_features(full, part, wmf_opts)
-    return out, info, feats
+def tag_auc(p: dict[str, Any], x: np.ndarray, seed: int) -> float:
+    """Table 2: the A.6 tagging MLP on the frozen song features ``x`` (row = clip), mean per-tag AUC on test clips."""
+    y, part = p["tags"], p["part"]
+    tr, va, te = (np.flatnonzero(part == k) for k in range(3))
+    net = fit_tagger(x[tr], y[tr], x[va], y[va], seed=seed)
+    with torch.no_grad():
+        out = torch.sigmoid(net(torch.as_tensor(x[te], dtype=torch.float32))).numpy()
+    return mean_tag_auc(y[te], out)
 
 
 def wmf_tagging_features(full: Interactions, part: np.ndarray, wmf_opts: dict[str, Any]) -> np.ndarray:
@@ -319,216 +230,302 @@ def wmf_tagging_features(full: Interactions, part: np.ndarray, wmf_opts: dict[st
     return out
 
 
-def tagging(
-    items: pd.DataFrame, feats: dict[str, np.ndarray], part: np.ndarray, seed: int
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    y, names = tag_matrix(items, min_count=10)
-    _, first = np.unique(y, axis=1, return_index=True)  # drop duplicate tag columns (e.g. album == source)
-    keep = np.sort(first)
-    y, names = y[:, keep], [names[k] for k in keep]
-    tr, va, te = (np.flatnonzero(part == p) for p in range(3))
-    out = []
-    for model in ("wmf", "wmf-regression", "dcue"):
-        t0 = time.perf_counter()
-        x = feats[model]
-        net = fit_tagger(x[tr], y[tr], x[va], y[va], seed=seed)
+def audio_config(row: Any, base: AudioTrainConfig | None = None) -> AudioTrainConfig:
+    """The row's AudioTrainConfig: ``base`` (DCUE's defaults), the row's ``train`` options, the caps
+    ``steps``, ``eval_every``, ``patience``, ``max_seconds`` and the row's seed."""
+    names = {f.name for f in dataclasses.fields(AudioTrainConfig)}
+    unknown = sorted(set(row.train) - names)
+    if unknown:
+        raise ConfigError(f"{row.model.label}: unknown train option(s) {', '.join(unknown)}; known: {sorted(names)}.")
+    capped = {k: row.caps[k] for k in TRAIN_CAPS if row.caps.get(k) is not None}
+    return dataclasses.replace(base or AudioTrainConfig(), **{**row.train, **capped, "seed": row.seed})
+
+
+def _with_seed(row: Any) -> dict[str, Any]:
+    return {**row.options, "seed": row.seed}
+
+
+# -- rows: Tables 1-2 (dsc7-listeners) -----------------------------------------------------------
+
+
+def popularity_row(p: dict[str, Any], row: Any) -> dict[str, Any]:
+    """Distinct listeners per clip: ``options.counts = "train"`` under W; ``"test"`` (the oracle) under C.
+
+    The ``train`` row carries the data facts (corpus, simulator, tags) for the Markdown.
+    """
+    n = p["full"].n_users
+    counts = row.options.get("counts", "train")
+    if counts not in ("train", "test"):
+        raise ConfigError(f"{row.model.label}: options.counts is train or test, got {counts!r}.")
+    pop = build_model("pop", n, p["full"].n_items)
+    pop.fit(p[counts])
+    if counts == "train":
+        test, skipped = _protocols(p, _scores(pop, n), cold=False)
+        return {"dev": {}, "test": test, "users_skipped": skipped, "data": p["info"]}
+    auc, skip = _auc(_scores(pop, n), p["truth"], p["rows_of"][2])
+    return {"dev": {}, "test": {AUC_C: auc}, "users_skipped": {"C": skip}}
+
+
+def wmf_row(p: dict[str, Any], row: Any) -> dict[str, Any]:
+    """WMF (A.7.2, ``options``) on the training clips' play counts: warm only; its tagging features come from a
+    WMF fitted without the test clips (:func:`wmf_tagging_features`), so its tagging AUC is chance by construction."""
+    n = p["full"].n_users
+    wmf = build_model("wmf", n, p["full"].n_items, _with_seed(row))
+    wmf.fit(p["train"])
+    test, skipped = _protocols(p, _scores(wmf, n), cold=False)
+    test[TAG_AUC] = tag_auc(p, wmf_tagging_features(p["full"], p["part"], _with_seed(row)), row.seed)
+    return {"dev": {}, "test": test, "users_skipped": skipped}
+
+
+def _cold_valid(p: dict[str, Any], score: Any) -> Any:
+    rows = p["rows_of"][1]
+
+    def fn(model: Any) -> float:
+        return per_user_auc(score(model, rows), p["truth"][rows])[0]
+
+    return fn
+
+
+def _dcue_cold(cache: ClipCache, n_users: int) -> Any:
+    def score(model: Any, rows: np.ndarray) -> np.ndarray:
+        y = torch.nn.functional.normalize(model.encode_items(cache.mels[np.sort(rows)]), dim=-1)
         with torch.no_grad():
-            p = torch.sigmoid(net(torch.as_tensor(x[te], dtype=torch.float32))).numpy()
-        auc = mean_tag_auc(y[te], p)
-        out.append(
-            {
-                "model": LABELS[model],
-                "dataset": "DSC-7 auto-tagging (real corpus labels), mean per-tag AUC on test clips",
-                "metrics": {"AUC": auc},
-                "paper": {"AUC": PAPER_T2[model]},
-                "same_data_as_paper": False,
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
-        )
-        _log(f"tagging {model}: mean per-tag AUC {auc:.4f}")
-    return out, {"tags": names, "n_tags": len(names)}
+            u = torch.nn.functional.normalize(model.user_vectors(torch.arange(1, n_users + 1)), dim=-1)
+        return (y @ u.T).numpy()
+
+    return score
 
 
-def triplet(
-    items: pd.DataFrame, cache: ClipCache, args: argparse.Namespace
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _regression_cold(cache: ClipCache) -> Any:
+    def score(model: Any, rows: np.ndarray) -> np.ndarray:
+        pred = model.encode_items(cache.mels[np.sort(rows)])
+        return (pred @ model.user_factors[1:].T).numpy()
+
+    return score
+
+
+def audio_row(p: dict[str, Any], row: Any) -> dict[str, Any]:
+    """DCUE or WMF + Regression (the row's registry model): trained until validation cold-start AUC stops
+    improving; protocols W and C, and the tagging AUC of its song vectors."""
+    name = row.model.model or row.model.label
+    n, cache = p["full"].n_users, p["cache"]
+    opts = _with_seed(row) if name == "wmf-regression" else dict(row.options)
+    model = build_model(name, n, p["full"].n_items, opts)
+    score = _regression_cold(cache) if name == "wmf-regression" else _dcue_cold(cache, n)
+    valid = _cold_valid(p, score)
+    hist = fit(model, p["train"], mels=cache.mels, config=audio_config(row), valid_fn=valid, log=_log)
+    test, skipped = _protocols(p, _scores(model, n), cold=True)
+    test[TAG_AUC] = tag_auc(p, model.item_vecs[1:].numpy(), row.seed)
+    return {"dev": {AUC_C: valid(model)}, "test": test, "users_skipped": skipped, "history": hist}
+
+
+def _warm_holdout(train: Interactions, seed: int) -> tuple[Interactions, np.ndarray, np.ndarray]:
+    """One random training interaction of every user with at least two held out: (the rest, users, items), 1-based."""
+    rng = np.random.default_rng(seed)
+    users, items = train.users, train.items
+    order = rng.permutation(len(users))
+    first = order[np.unique(users[order], return_index=True)[1]]  # one random interaction per user
+    counts = np.bincount(users, minlength=train.n_users + 1)
+    held = first[counts[users[first]] >= 2]
+    keep = np.ones(len(users), dtype=bool)
+    keep[held] = False
+    return train.take(keep, name="train-fit"), users[held], items[held]
+
+
+def heldout_pair_auc(
+    scores: np.ndarray, played: np.ndarray, rows: np.ndarray, users: np.ndarray, items: np.ndarray
+) -> float:
+    """Mean over held-out (user, clip) pairs (1-based ids) of the share of the clip ``rows`` (0-based) the user never
+    played (``played``: (items, users)) that score below the held-out clip, ties one half: a per-pair AUC."""
+    out = []
+    for u, i in zip(users.tolist(), items.tolist(), strict=True):
+        neg = scores[rows[played[rows, u - 1] == 0], u - 1]
+        pos = scores[i - 1, u - 1]
+        if len(neg):
+            out.append(float((neg < pos).mean() + 0.5 * (neg == pos).mean()))
+    return float(np.mean(out)) if out else float("nan")
+
+
+def id_row(p: dict[str, Any], row: Any) -> dict[str, Any]:
+    """The item-id-only ablation (warm only: an unseen clip has no trained embedding).
+
+    It cannot score the validation clips, so its step count is chosen on held-out training pairs (one training
+    interaction per user, :func:`heldout_pair_auc` against the training clips the user never played) by patience,
+    then it is refitted on all training interactions for that many steps (the reported model).
+    """
+    name = row.model.model or row.model.label
+    n, n_items = p["full"].n_users, p["full"].n_items
+    fit_set, users, items = _warm_holdout(p["train"], row.seed)
+    rows = p["rows_of"][0]
+
+    def valid(model: Any) -> float:
+        model.set_item_audio(None)  # the item vectors the scores read are refreshed only at the end of a fit
+        return heldout_pair_auc(_scores(model, n), p["truth_train"], rows, users, items)
+
+    cfg = audio_config(row)
+    probe = build_model(name, n, n_items, dict(row.options))
+    hist = fit(probe, fit_set, config=cfg, valid_fn=valid, log=_log)
+    dev = valid(probe)
+    steps = int(hist.best_epoch or cfg.steps)
+    model = build_model(name, n, n_items, dict(row.options))
+    fit(model, p["train"], config=dataclasses.replace(cfg, steps=steps, eval_every=steps, max_seconds=None), log=None)
+    test, skipped = _protocols(p, _scores(model, n), cold=False)
+    return {"dev": {WARM_DEV: dev}, "test": test, "users_skipped": skipped, "history": hist, "refit_steps": steps,
+            "heldout_pairs": len(users)}  # fmt: skip
+
+
+# -- rows: TripletRec (dsc7-topics) ------------------------------------------------------------
+
+
+def triplet_row(p: dict[str, Any], row: Any) -> dict[str, Any]:
+    """TripletRec or the two-branch Twonet (the row's registry model) on MFCCs, trained until validation
+    song-to-song accuracy stops improving; Exp. 1 and Exp. 3 on the test clips with their chance levels."""
+    name = row.model.model or row.model.label
+    cache, topics, ids = p["cache"], p["topics"], p["ids"]
     if cache.mfcc is None:
-        raise SystemExit("The clip cache has no MFCCs; rebuild it.")
-    topics, sources = pd.factorize(items["source"])
-    part = split_by_track(items["track"].to_numpy(), (0.8, 0.1, 0.1), seed=args.seed)
-    ids = {p: np.flatnonzero(part == p) + 1 for p in range(3)}
-    n_items = len(items)
-    # only the item set of ``data`` is used: the training clips
-    data = Interactions(
+        raise ConfigError(f"The clip cache {cache.folder} has no MFCCs; delete it to rebuild it.")
+    n_items = len(p["items"])
+    data = Interactions(  # only its item set is used: the training clips
         pd.DataFrame({"user": np.ones(len(ids[0]), dtype=np.int64), "item": ids[0]}),
         IdMap(["all"], "user"),
         IdMap(np.arange(1, n_items + 1), "item"),
     )
-    rows1, rows3 = [], []
-    for model in ("tripletrec", "twonet"):
-        t0 = time.perf_counter()
-        torch.manual_seed(args.seed)
-        m = build_model(model, 127, n_items)
-        cfg = triplet_config(
-            steps=args.triplet_steps, eval_every=args.eval_every, seed=args.seed, max_seconds=args.max_seconds
-        )
-        import warnings
+    torch.manual_seed(row.seed)
+    n_groups = 2 ** int(topics.max() + 1) - 1  # every non-empty set of topics is a user group
+    model = build_model(name, n_groups, n_items, dict(row.options))
 
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Group .* has no negative")
-            hist = fit(
-                m,
-                data,
-                features=cache.mfcc,
-                topics=topics,
-                config=cfg,
-                valid_fn=lambda mod: retrieval_accuracy(mod, cache.mfcc, topics, ids[1])["song_song_accuracy"],
-                log=_log,
-            )
-        r = retrieval_accuracy(m, cache.mfcc, topics, ids[2])
-        sec = round(time.perf_counter() - t0, 1)
-        extra = {
-            "steps": hist.epochs[-1]["epoch"],
-            "best_step": hist.best_epoch,
-            "group_mean_exp1": r["user_song_group_mean"],
-        }
-        rows1.append(
-            {
-                "model": LABELS[model],
-                "dataset": "DSC-7 TripletRec Exp. 1: user group -> nearest test clip (real labels: source = topic)",
-                "metrics": {"Accuracy": r["user_song_accuracy"], "Chance": r["user_song_chance"]},
-                "paper": {"Accuracy": PAPER_EXP1[model]},
-                "same_data_as_paper": False,
-                "seconds": sec,
-                **extra,
-            }
-        )
-        rows3.append(
-            {
-                "model": LABELS[model],
-                "dataset": "DSC-7 TripletRec Exp. 3: test clip -> nearest other test clip, same soundtrack (real labels)",
-                "metrics": {"Accuracy": r["song_song_accuracy"], "Chance": r["song_song_chance"]},
-                "paper": {"Accuracy": PAPER_EXP3[model]},
-                "same_data_as_paper": False,
-                "seconds": sec,
-                **extra,
-            }
-        )
-        _log(f"{model}: {r} ({sec} s)")
-    return rows1 + rows3, {"topics": list(map(str, sources)), "clips_per_part": {k: len(v) for k, v in ids.items()}}
+    def valid(m: Any) -> float:
+        return retrieval_accuracy(m, cache.mfcc, topics, ids[1])["song_song_accuracy"]
 
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(prog="python -m segue.reproduce.dcue_table", description=__doc__.split("\n")[0])
-    ap.add_argument(
-        "--audio-dir", default=None, help="DSC-7 directory (default $SEGUE_AUDIO_DIR, else ~/.cache/segue/audio)"
-    )
-    ap.add_argument("--clips-per-track", type=int, default=8, help="cap on 30-s clips per track (0 = all)")
-    ap.add_argument("--users", type=int, default=200)
-    ap.add_argument("--beta", type=float, default=1.0, help="simulator: audio-taste weight")
-    ap.add_argument("--gamma", type=float, default=0.5, help="simulator: popularity weight")
-    ap.add_argument("--dcue-steps", type=int, default=2400)
-    ap.add_argument("--reg-steps", type=int, default=2400)
-    ap.add_argument(
-        "--lr", type=float, default=1e-3, help="Adam learning rate of DCUE, its ablation and the regression"
-    )
-    ap.add_argument("--batch", type=int, default=32, help="(user, positive) pairs per DCUE step")
-    ap.add_argument(
-        "--paper-optimizer",
-        action="store_true",
-        help="the paper's SGD lr 0.2 / batch 10 / sum reduction, no BatchNorm (collapsed within our step cap)",
-    )
-    ap.add_argument("--reg-lr", type=float, default=0.01)
-    ap.add_argument("--triplet-steps", type=int, default=300)
-    ap.add_argument("--eval-every", type=int, default=200)
-    ap.add_argument("--max-seconds", type=float, default=None, help="wall-clock cap per trained model")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: rec, tag, triplet (reg: stop after WMF)")
-    ap.add_argument("--out", default="docs/results")
-    ap.add_argument("--quick", action="store_true", help="smoke test: 100 users, 40 steps per model")
-    args = ap.parse_args(argv)
-    if args.quick:
-        args.users = 100
-        args.dcue_steps = args.reg_steps = args.triplet_steps = 40
-        args.eval_every = 20
-    torch.set_num_threads(1)
-    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    root = audio_dir(args.audio_dir)
-    t_all = time.perf_counter()
-    items, cache, corpus = prepare(root, args.clips_per_track or None)
-    _log(f"corpus: {corpus}")
-    part = split_by_track(items["track"].to_numpy(), (0.7, 0.1, 0.2), seed=args.seed)
-    rows: list[dict[str, Any]] = []
-    extra: dict[str, Any] = {"corpus": corpus}
-    if "rec" not in skip:
-        rec_rows, rec_info, feats = recommendation(items, cache, args, part)
-        rows += rec_rows
-        extra["recommendation"] = rec_info
-        if "tag" not in skip and "reg" not in skip:
-            tag_rows, tag_info = tagging(items, feats, part, args.seed)
-            rows += tag_rows
-            extra["tagging"] = tag_info
-    if "triplet" not in skip:
-        tri_rows, tri_info = triplet(items, cache, args)
-        rows += tri_rows
-        extra["triplet"] = tri_info
-    given = sys.argv[1:] if argv is None else argv
-    cmd = "python -m segue.reproduce.dcue_table" + (" " + " ".join(given) if given else "")
-    result = {
-        "table": TABLE,
-        "paper": "DCUE: Tables 1-2 of 002_*.txt; TripletRec: Tables I and III of 004_*.txt",
-        "command": cmd,
-        "protocol": {
-            "split": "by track, 70/10/20 (DCUE) and 80/10/10 (TripletRec)",
-            "seed": args.seed,
-            "clips_per_track": args.clips_per_track or "all",
-            "dcue_steps": args.dcue_steps,
-            "reg_steps": args.reg_steps,
-            "triplet_steps": args.triplet_steps,
-        },
-        "rows": rows,
-        "notes": NOTES.format(
-            label=SEMI_SYNTHETIC, **{k: corpus[k] for k in ("tracks", "clips", "corpus_hours", "cached_audio_hours")}
-        ),
-        "details": extra,
-        "seconds": round(time.perf_counter() - t_all, 1),
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Group .* has no negative")
+        hist = fit(model, data, features=cache.mfcc, topics=topics, config=audio_config(row, triplet_config()),
+                   valid_fn=valid, log=_log)  # fmt: skip
+    r = retrieval_accuracy(model, cache.mfcc, topics, ids[2])
+    out = {
+        "dev": {EXP3: valid(model)},
+        "test": {EXP1: r["user_song_accuracy"], EXP3: r["song_song_accuracy"]},
+        "chance": {EXP1: r["user_song_chance"], EXP3: r["song_song_chance"]},
+        "group_mean_exp1": r["user_song_group_mean"],
+        "history": hist,
     }
-    path = write_results(result, args.out, TABLE, metrics=["AUC", "Accuracy", "Chance"])
-    _log(f"wrote {path}")
-    return json.loads(path.read_text())
+    if row.model.label == "tripletrec":
+        out["data"] = p["info"]
+    return out
 
 
-NOTES = """\
-None of these numbers is on the papers' data. DCUE's paper used the Echo Nest Taste Profile
-(20,000 users x 10,000 songs, real play counts) with 7digital previews and Last.fm tags;
-TripletRec's used 26,000 Last.fm-tagged songs. Neither is obtainable offline (content spec C.4).
-
-* Audio: DSC-7 (Debian Soundtrack Corpus), {tracks} tracks, {corpus_hours} h of real game
-  soundtrack music from 7 Debian packages; {clips} 30-s clips were used ({cached_audio_hours} h
-  decoded and cached), a capped number per track spread over the track.
-* Recommendation rows are {label}. The paper's Table 1 is printed beside protocol W (its
-  released evaluation scores the training songs) for orientation only; the diff column is not a
-  reproduction gap. Protocol C is the cold-start test the paper motivates; WMF and the id
-  ablation cannot score unseen clips and are n/a there. Popularity under C is an oracle (it
-  counts the test clips' own held-out interactions); a real cold-start popularity is constant
-  (AUC 0.5).
-* The WMF tagging row's features come from a WMF fitted without the test clips' interactions
-  (they are simulated from the clips' audio and source, so they would leak the tags): a test clip
-  has no WMF vector, and that row is chance by construction. WMF + Regression regresses onto a WMF
-  of the training clips only.
-* Tagging and TripletRec rows use real labels of the corpus (source / album / composer / title
-  mood words; source = topic), a far smaller and easier label set than Last.fm's top-50 tags or
-  the paper's 7 LDA topics. Duplicate tag columns are dropped, keeping the first name in sorted
-  order (so ``album:drascula/drascula`` stands for ``source:drascula``).
-* Deviations for the compute cap (2 shared cores, about 25 CPU-minutes for this whole table):
-  one seed; DCUE with in-batch shared negatives (spec A.11 [OURS]); DCUE, its id ablation and
-  the regression baseline trained with Adam (lr 1e-3, batch 32 users / 30 clips, mean reduction)
-  and BatchNorm after each convolution, because the paper's SGD (lr 0.2, batch 10, sum, no BN)
-  collapsed all item embeddings to one direction within a few hundred steps here; model
-  selection on validation cold-start AUC (DCUE, regression) or validation song-to-song accuracy
-  (Triplet, Twonet); TripletRec and Twonet ran 300 steps of 256 triples (paper: 200 epochs).
-"""
+# -- the Markdown beside the table ------------------------------------------------------------
 
 
-if __name__ == "__main__":
-    main()
+def _f(x: Any) -> str:
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "–"
+    return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def _training(r: dict[str, Any]) -> str:
+    if not r.get("stopped_by"):
+        iterations = (r.get("options") or {}).get("iterations")
+        return f"ALS, {iterations} iterations (A.7.2)" if iterations else "counts (no training)"
+    kept = f"step {r.get('best_epoch')} kept of {r.get('epochs_run')}"
+    stopped = "step cap" if r["stopped_by"] == "epoch cap" else r["stopped_by"]  # a clip model's epoch is its steps
+    return f"{stopped}, {kept}" + (f", refit {r['refit_steps']} steps" if r.get("refit_steps") else "")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The papers' sub-tables (Table 1 W and C, Table 2, TripletRec Tables I and III) and the data facts."""
+    rows = result["rows"]
+    by = {(r["dataset"], r["model"]): r for r in rows}
+    lines: list[str] = []
+
+    def table(title: str, metric: str, dataset: str, labels: list[str], extra: str = "") -> None:
+        got = [by[(dataset, m)] for m in labels if (dataset, m) in by and metric in by[(dataset, m)]["metrics"]]
+        if not got:
+            return
+        lines.extend(["", f"## {title}", "", *([extra, ""] if extra else [])])
+        lines.append(f"| model | {metric} ours | paper | users skipped | training (how it stopped) |")
+        lines.append("|---|---|---|---|---|")
+        proto = "C" if metric == AUC_C else "W"
+        for r in got:
+            label = DISPLAY.get(r["model"], r["model"])
+            if metric == TAG_AUC and r["model"] == "wmf":
+                label += " (a test clip has no WMF vector: chance by construction)"
+            skipped = (r.get("users_skipped") or {}).get(proto, "–") if metric != TAG_AUC else "–"
+            lines.append(f"| {label} | {_f(r['metrics'][metric])} | {_f((r.get('paper') or {}).get(metric))} "
+                         f"| {skipped} | {_training(r)} |")  # fmt: skip
+
+    rec = ["pop", "pop-oracle", "wmf", "wmf-regression", "dcue", "dcue-id"]
+    table("DCUE Table 1, protocol W (warm: training clips, their training interactions)", AUC_W, LISTENERS, rec,
+          "Semi-synthetic: real audio, simulated listeners. The paper's column is its Echo Nest Table 1, beside "
+          "protocol W (its released evaluation scores the training songs) for orientation only.")  # fmt: skip
+    table("DCUE Table 1, protocol C (cold start: test clips, their held-out interactions)", AUC_C, LISTENERS, rec,
+          "WMF and the id-only ablation cannot score an unseen clip (n/a). Popularity here is an oracle: it counts "
+          "the test clips' own held-out interactions; a real cold-start popularity is constant (AUC 0.5).")  # fmt: skip
+    table("DCUE Table 2, auto-tagging (real corpus labels), mean per-tag AUC on the test clips", TAG_AUC, LISTENERS,
+          ["wmf", "wmf-regression", "dcue"])  # fmt: skip
+    tri = [by[(TOPICS, m)] for m in ("tripletrec", "twonet") if (TOPICS, m) in by]
+    if tri:
+        lines += ["", "## TripletRec Tables I (Exp. 1) and III (Exp. 3), real labels (source = topic)", "",
+                  "Exp. 1: user group -> nearest test clip, hit iff its source is in the group; Exp. 3: test clip -> "
+                  "nearest other test clip, hit iff the same source.", "",
+                  "| model | Exp. 1 ours | chance | paper | Exp. 3 ours | chance | paper | training (how it stopped) |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in tri:
+            m, c, pp = r["metrics"], r.get("chance") or {}, r.get("paper") or {}
+            lines.append(f"| {DISPLAY.get(r['model'], r['model'])} | {_f(m.get(EXP1))} | {_f(c.get(EXP1))} | "
+                         f"{_f(pp.get(EXP1))} | {_f(m.get(EXP3))} | {_f(c.get(EXP3))} | {_f(pp.get(EXP3))} | "
+                         f"{_training(r)} |")  # fmt: skip
+    lines += ["", "For the clip models an 'epoch' of the convergence table is a step count: one dev evaluation every "
+              "`eval_every` steps, patience counted in evaluations."]  # fmt: skip
+    facts = _facts([r["data"] for r in rows if r.get("data")])
+    if facts:
+        lines += ["", "## Data", "", *facts]
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _facts(infos: list[dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for info in infos:
+        c = info.get("corpus") or {}
+        if c and not any(line.startswith("- corpus:") for line in out):
+            out.append(f"- corpus: DSC-7, {c['tracks']} tracks, {c['corpus_hours']} h; {c['clips']} clips of 30 s "
+                       f"(at most {c['clips_per_track']} per track, {c['cached_audio_hours']} h decoded; the clip "
+                       f"cache was built in {c['cache_seconds_when_built']} s)")  # fmt: skip
+        if "recommendation" in info:
+            r = info["recommendation"]
+            s = r["simulator"]
+            out.append(f"- listeners, {r['label']}: {r['users']} users, {r['interactions']} interactions "
+                       f"({r['train_interactions']} on training clips); clips per part {r['clips_per_part']}; "
+                       f"simulator beta {s['beta']}, gamma {s['gamma']}, seed {s['seed']}")  # fmt: skip
+            t = info["tagging"]
+            out.append(
+                f"- tagging: {t['n_tags']} tags (>= 10 clips, duplicate columns dropped): {', '.join(t['tags'])}"
+            )
+        if "topics" in info:
+            out.append(f"- TripletRec: topics {', '.join(info['topics'])}; clips per part {info['clips_per_part']}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """``segue reproduce dcue-tables [--quick] ...`` (the runner's command line)."""
+    from segue.reproduce.runner import main as run_main
+
+    return run_main("dcue-tables", argv)
+
+
+__all__ = [
+    "audio_config",
+    "audio_row",
+    "heldout_pair_auc",
+    "id_row",
+    "main",
+    "markdown",
+    "open_corpus",
+    "popularity_row",
+    "prepare",
+    "simulated_data",
+    "tag_auc",
+    "triplet_row",
+    "wmf_row",
+    "wmf_tagging_features",
+]

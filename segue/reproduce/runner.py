@@ -104,7 +104,7 @@ class TableSpec:
     quick: dict[str, Any] = field(default_factory=dict)  # caps overrides of --quick (tiny, CI-sized)
     quick_datasets: list[str] = field(default_factory=list)  # datasets of --quick (default: the first)
     same_data: list[str] = field(default_factory=list)  # datasets that are the paper's own data
-    checks: list[dict[str, Any]] = field(default_factory=list)  # {"better": label, "than": [labels]}
+    checks: list[dict[str, Any]] = field(default_factory=list)  # {"better": label, "than": [labels][, "metrics"]}
     notes: str = ""  # file name beside the results (docs/results/<name>.notes.md)
     markdown: str = ""  # optional hook (result) -> extra Markdown appended to the table
     lower_is_better: list[str] = field(default_factory=list)  # metrics where less is better (ranks), for checks
@@ -136,8 +136,10 @@ class TableSpec:
                 if d not in known or labels.index(d) >= labels.index(m.label):
                     raise ConfigError(f"{where}: {m.label} depends on {d!r}, which must be a model listed before it.")
         for c in self.checks:
-            if set(c) - {"better", "than"} or not isinstance(c.get("than"), list):
-                raise ConfigError(f"{where}: a check is {{better = LABEL, than = [LABELS]}}, got {c}.")
+            if set(c) - {"better", "than", "metrics"} or not isinstance(c.get("than"), list):
+                raise ConfigError(f"{where}: a check is {{better = LABEL, than = [LABELS], metrics = [..]}}, got {c}.")
+            if "metrics" in c and (not isinstance(c["metrics"], list) or set(c["metrics"]) - set(self.metrics)):
+                raise ConfigError(f"{where}: a check's metrics must be a list of the table's metrics, got {c}.")
         if not self.metrics or not self.datasets:
             raise ConfigError(f"{where}: a table needs metrics and datasets.")
 
@@ -596,7 +598,7 @@ def check_lines(spec: TableSpec, rows: list[dict[str, Any]]) -> list[str]:
             a, bs = c["better"], [b for b in c["than"] if b in got]
             if a not in got or not bs:
                 continue
-            for m in spec.metrics:
+            for m in c.get("metrics") or spec.metrics:  # a check may name the metrics the paper claims it on
                 if m not in got[a] or not _finite(got[a][m]) or not all(_finite(got[b].get(m)) for b in bs):
                     continue
                 if m in spec.lower_is_better:
