@@ -160,7 +160,9 @@ def test_runner_records_how_each_row_stopped_and_the_last_slope_of_capped_rows(t
         {"label": "conv", "fit": "tests.test_reproduce:history_fit", "options": {"stop": "patience"}},
         {"label": "capped", "fit": "tests.test_reproduce:history_fit", "options": {"stop": "time_cap"}},
         {"label": "short", "fit": "tests.test_reproduce:history_fit", "options": {"stop": "epochs"}},
-    ]
+        {"label": "gridded", "fit": "tests.test_reproduce:history_fit",
+         "grid": [{"options": {"stop": "patience"}}, {"options": {"stop": "time_cap"}}]},
+    ]  # fmt: skip
     spec = _toy_spec(models=models, checks=[], datasets=["toy-a"], metrics=["HR@10"])
     cache = RunCache(tmp_path / "runs.jsonl")
     out = run_table(spec, cache=cache, log=lambda s: None)
@@ -177,6 +179,9 @@ def test_runner_records_how_each_row_stopped_and_the_last_slope_of_capped_rows(t
     md = write_table(spec, again, tmp_path, command="segue reproduce toy-table").with_suffix(".md").read_text()
     assert "| toy-a | capped | time cap | 4 | 4 | +0.0400 (capped) |" in md
     assert "Stopped by a cap, not by patience: toy-a/capped, toy-a/short" in md
+    # every dev-grid point a cap stopped is named, chosen or not
+    assert "Dev-grid points stopped by a cap" in md and "toy-a/gridded {'stop': 'time_cap'} (time cap, epoch 4" in md
+    assert "toy-a/gridded {'stop': 'patience'}" not in md
     # an APR row's earlier BPR stage is summarised too
     s = training_summary(
         {"epochs": [], "stopped_by": "patience", "stages": {"bpr": {"epochs": [], "stopped_by": "epochs"}}}

@@ -480,8 +480,11 @@ def training_summary(history: Any) -> dict[str, Any]:
     return out
 
 
-def convergence_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """The Markdown table of how every trained row stopped (rows without ``stopped_by`` are left out)."""
+def convergence_lines(rows: list[dict[str, Any]], grid: list[dict[str, Any]] | None = None) -> list[str]:
+    """The Markdown table of how every trained row stopped (rows without ``stopped_by`` are left out).
+
+    ``grid`` (every dev-grid point, the chosen ones included) adds a line naming the grid points a cap stopped.
+    """
     trained = [r for r in rows if r.get("stopped_by")]
     if not trained:
         return []
@@ -495,6 +498,19 @@ def convergence_lines(rows: list[dict[str, Any]]) -> list[str]:
                    f"| {r.get('best_epoch', '-')} | {shown} | {r.get('seconds', 0):.0f} |")  # fmt: skip
     capped = [f"{r['dataset']}/{r['model']}" for r in trained if r["stopped_by"] != "patience"]
     out += ["", "Stopped by a cap, not by patience: " + (", ".join(capped) if capped else "none")]
+    points = []
+    for g in grid or []:
+        if g.get("stopped_by") in (None, "patience"):
+            continue
+        slope = g.get("dev_last_slope", g.get("dev_slope"))
+        points.append(
+            f"{g['dataset']}/{g['model']} {g.get('options') or ''}{g.get('train') or ''} ({g['stopped_by']}, epoch "
+            f"{g.get('epochs_run', g.get('epochs', '-'))}, best {g.get('best_epoch', '-')}, last slope "
+            + ("-" if slope is None else f"{slope:+.4f}")
+            + ")"
+        )
+    if points:
+        out += ["", "Dev-grid points stopped by a cap (their dev numbers are lower bounds): " + "; ".join(points)]
     return out
 
 
@@ -652,7 +668,7 @@ def write_table(spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, comma
     )
     if outcome.not_run:
         extra += ["", "Not run within the budget: " + ", ".join(outcome.not_run)]
-    conv = convergence_lines(outcome.rows)
+    conv = convergence_lines(outcome.rows, outcome.grid)
     if conv:
         extra += ["", "## Convergence: how each row stopped (dev metric, patience vs caps)", "", *conv]
     if outcome.grid:
