@@ -57,3 +57,11 @@ def test_model_train_defaults_sit_between_generic_defaults_and_overrides() -> No
     assert cfg.n_negatives == 4 and cfg.batch_size == 4096
     assert train_config_for("mf-bpr", {"batch_size": 16}).batch_size == 16
     assert train_config_for("pop").n_negatives == 1
+
+
+def test_a_table_with_many_metrics_is_compact() -> None:
+    metrics = [f"M{i}" for i in range(6)]
+    row = {"model": "a", "dataset": "d", "metrics": dict.fromkeys(metrics, 0.5), "paper": {"M0": 0.25}, "seconds": 2.0}
+    md = results_markdown({"table": "t", "command": "c", "rows": [row]}, metrics)
+    assert "| model | M0 ours (paper) | M1 ours (paper) |" in md
+    assert "| a | 0.5000 (0.2500) | 0.5000 | 0.5000 |" in md

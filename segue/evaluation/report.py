@@ -51,8 +51,16 @@ def _diff(ours: Any, paper: Any) -> str:
     return f"{ours - paper:+.3f}"
 
 
+#: tables with more metrics than this print one "ours (paper)" cell per metric instead of three columns
+COMPACT_OVER = 5
+
+
 def results_markdown(result: dict[str, Any], metrics: Sequence[str] | None = None) -> str:
-    """A Markdown table per dataset: model, then ours / paper / difference per metric."""
+    """A Markdown table per dataset: model, then ours / paper / difference per metric.
+
+    With more than :data:`COMPACT_OVER` metrics each metric is one column, ``ours (paper)``, so wide tables stay
+    readable (the JSON keeps both numbers either way).
+    """
     rows = result["rows"]
     metrics = list(metrics or dict.fromkeys(k for r in rows for k in r["metrics"]))
     lines = [f"# {result['table']}", ""]
@@ -66,15 +74,20 @@ def results_markdown(result: dict[str, Any], metrics: Sequence[str] | None = Non
         same = {r.get("same_data_as_paper") for r in part}
         label = "same data as the paper" if same == {True} else "different data from the paper"
         lines += [f"## {dataset} ({label})", ""]
-        head = ["model"] + [f"{m} {part}" for m in metrics for part in ("ours", "paper", "diff")] + ["seconds"]
+        compact = len(metrics) > COMPACT_OVER
+        parts = ("ours (paper)",) if compact else ("ours", "paper", "diff")
+        head = ["model"] + [f"{m} {p}" for m in metrics for p in parts] + ["seconds"]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for r in part:
             paper = r.get("paper") or {}
             cells = [r["model"]]
             for m in metrics:
-                ours = r["metrics"].get(m)
-                cells.append(f"{_num(ours)} | {_num(paper.get(m))} | {_diff(ours, paper.get(m))}")
+                ours, theirs = r["metrics"].get(m), paper.get(m)
+                if compact:
+                    cells.append(_num(ours) + ("" if _num(theirs) == "–" else f" ({_num(theirs)})"))
+                else:
+                    cells.append(f"{_num(ours)} | {_num(theirs)} | {_diff(ours, theirs)}")
             seconds = r.get("seconds")
             cells.append(f"{seconds:.1f}" if isinstance(seconds, float) and math.isfinite(seconds) else _num(seconds))
             lines.append("| " + " | ".join(cells) + " |")
