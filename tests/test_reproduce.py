@@ -500,3 +500,31 @@ def test_sdmr_table_quick_reports_ties_and_how_rows_stopped(tmp_path: Path, monk
     assert all(r["stopped_by"] for r in out.rows if r["model"] not in ("random", "pop", "itemknn"))  # no training
     md = (tmp_path / "out" / "sdmr-table-5.3.md").read_text()
     assert "authors' evaluator's tie rule" in md and "## Convergence" in md
+
+
+def test_claims_at_a_glance_and_the_results_index(tmp_path: Path) -> None:
+    """Each claim per dataset is summarised (holds / does not hold / mixed) in the table and in the folder index."""
+    from segue.reproduce.runner import claim_summary, write_index
+
+    spec = _toy_spec(metrics=["MRR", "Rank"], lower_is_better=["Rank"])
+    rows = [
+        {"model": "base", "dataset": "d", "metrics": {"MRR": 0.2, "Rank": 7.0}},
+        {"model": "stacked", "dataset": "d", "metrics": {"MRR": 0.3, "Rank": 8.0}},
+        {"model": "base", "dataset": "e", "metrics": {"MRR": 0.2, "Rank": 9.0}},
+        {"model": "stacked", "dataset": "e", "metrics": {"MRR": 0.3, "Rank": 8.0}},
+    ]
+    assert claim_summary(spec, rows) == [  # the rank (lower is better) fails on d only
+        {"dataset": "d", "claim": "stacked >= base", "held": 1, "of": 2},
+        {"dataset": "e", "claim": "stacked >= base", "held": 2, "of": 2},
+    ]
+    from segue.reproduce.runner import verdict
+
+    assert [verdict(1, 2), verdict(2, 2), verdict(0, 2)] == ["mixed (1 of 2 metrics)", "holds", "does not hold"]
+    out = run_table(_toy_spec(), cache=RunCache(None), log=lambda s: None)
+    path = write_table(_toy_spec(), out, tmp_path, command="segue reproduce toy-table")
+    md = path.with_suffix(".md").read_text()
+    assert "| dataset | claim | verdict |" in md and "| toy-a | stacked >= base |" in md
+    (tmp_path / "broken.json").write_text("{not json")
+    index = write_index(tmp_path).read_text()
+    assert "## [toy-table](toy-table.md)" in index and "`segue reproduce toy-table`" in index
+    assert "| toy-a | stacked >= base |" in index

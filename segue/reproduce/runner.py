@@ -628,6 +628,68 @@ def check_lines(spec: TableSpec, rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def claim_summary(spec: TableSpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per dataset and claimed ordering: on how many of the compared metrics it holds (``held`` of ``of``)."""
+    return summarise_checks(check_lines(spec, rows))
+
+
+def summarise_checks(lines: list[str]) -> list[dict[str, Any]]:
+    """:func:`claim_summary` from the check lines a results file holds (:func:`check_lines`' format)."""
+    out: list[dict[str, Any]] = []
+    for line in lines:
+        ds, rest = line[2:].split(": ", 1)
+        better = rest.split(" ", 1)[0]
+        than = rest[rest.index("(") + 1 : rest.index(")")]
+        claim = f"{better} >= {than}"  # ">=": at least as good, whichever way the metric points
+        entry = next((c for c in out if c["dataset"] == ds and c["claim"] == claim), None)
+        if entry is None:
+            entry = {"dataset": ds, "claim": claim, "held": 0, "of": 0}
+            out.append(entry)
+        entry["of"] += 1
+        entry["held"] += line.endswith(": holds")
+    return out
+
+
+def verdict(held: int, of: int) -> str:
+    """``holds`` / ``does not hold`` / ``mixed (k of n metrics)``."""
+    return "holds" if held == of else "does not hold" if held == 0 else f"mixed ({held} of {of} metrics)"
+
+
+def write_index(out_dir: str | Path) -> Path:
+    """``<out_dir>/README.md``: every results file of the folder with its command and its claims at a glance."""
+    out = Path(out_dir)
+    lines = [
+        "# Reproduction results",
+        "",
+        "Written by `segue reproduce NAME` (each table rewrites this index). Each table puts the paper's numbers "
+        "beside ours; its `.notes.md` says what differs (data, caps) and what the investigation of each failed "
+        "ordering found. The claims below are read on our test numbers, per dataset: *holds* on every compared "
+        "metric, *does not hold* on any, or *mixed*; `a >= b, c` means a is at least as good as the best of b and c "
+        "(lower for ranks).",
+        "",
+    ]
+    for path in sorted(out.glob("*.json")):
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(result, dict) or "table" not in result or result.get("quick"):
+            continue
+        run = result.get("run") or {}
+        lines += [f"## [{result['table']}]({path.stem}.md)", ""]
+        lines.append(f"`{result.get('command', '?')}`" + (
+            f"; training time of the rows behind it: {run['row_seconds']:.0f} s" if run.get("row_seconds") else ""))  # fmt: skip
+        checks = result.get("checks")
+        claims = result.get("claims") or (summarise_checks(checks) if isinstance(checks, list) else [])
+        if claims:
+            lines += ["", "| dataset | claim | verdict |", "|---|---|---|"]
+            lines += [f"| {c['dataset']} | {c['claim']} | {verdict(c['held'], c['of'])} |" for c in claims]
+        lines.append("")
+    index = out / "README.md"
+    index.write_text("\n".join(lines))
+    return index
+
+
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and bool(np.isfinite(x))
 
@@ -645,6 +707,7 @@ def write_table(spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, comma
         "rows": outcome.rows,
         "grid": outcome.grid,
         "checks": check_lines(spec, outcome.rows),
+        "claims": claim_summary(spec, outcome.rows),
         "caps": caps,
         "quick": quick,
         "not_run": outcome.not_run,
@@ -658,7 +721,12 @@ def write_table(spec: TableSpec, outcome: Outcome, out_dir: str | Path, *, comma
     }
     path = write_results(result, out_dir, spec.name, list(spec.metrics))
     md = path.with_suffix(".md")
-    extra = ["## What the paper claims (on our test numbers)", "", *(result["checks"] or ["(no claim checkable)"])]
+    extra = ["## What the paper claims (on our test numbers)", ""]
+    if result["claims"]:
+        extra += ["| dataset | claim | verdict |", "|---|---|---|"]
+        extra += [f"| {c['dataset']} | {c['claim']} | {verdict(c['held'], c['of'])} |" for c in result["claims"]]
+        extra += ["", "Per metric:", ""]
+    extra += result["checks"] or ["(no claim checkable)"]
     extra += ["", "## Compute caps", ""]
     extra += [f"- {d}: " + ", ".join(f"{k}={v}" for k, v in c.items()) for d, c in caps.items()]
     extra.append(
@@ -749,6 +817,8 @@ def main(name: str, argv: list[str] | None = None) -> Outcome:
     parts += [f"--{k} {v}" for k, v in (("datasets", args.datasets), ("models", args.models)) if v]
     parts += [f"--caps {c}" for c in args.caps]
     path = write_table(spec, outcome, out_dir, command=" ".join(parts), quick=args.quick)
+    if not args.quick:
+        write_index(out_dir)
     print(f"wrote {path} and {path.with_suffix('.md')} ({outcome.trained} trained, {outcome.cached} cached, "
           f"{outcome.seconds:.0f} s)", file=sys.stderr)  # fmt: skip
     return outcome
@@ -762,6 +832,7 @@ __all__ = [
     "TableSpec",
     "cache_root",
     "check_lines",
+    "claim_summary",
     "config_key",
     "convergence_lines",
     "history_summary",
@@ -774,6 +845,9 @@ __all__ = [
     "run_table",
     "select_on_dev",
     "spec_names",
+    "summarise_checks",
     "training_summary",
+    "verdict",
+    "write_index",
     "write_table",
 ]
