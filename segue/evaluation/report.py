@@ -39,14 +39,15 @@ def environment() -> dict[str, Any]:
     }
 
 
-def _num(x: Any) -> str:
+def fmt_number(x: Any) -> str:
+    """A table cell: ``–`` for a missing or undefined (NaN) value, 4 decimals for a float, else ``str``."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     return f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
 def _diff(ours: Any, paper: Any) -> str:
-    if _num(ours) == "–" or _num(paper) == "–":  # missing or undefined (NaN) on either side
+    if fmt_number(ours) == "–" or fmt_number(paper) == "–":  # missing or undefined (NaN) on either side
         return "–"
     return f"{ours - paper:+.3f}"
 
@@ -85,11 +86,13 @@ def results_markdown(result: dict[str, Any], metrics: Sequence[str] | None = Non
             for m in metrics:
                 ours, theirs = r["metrics"].get(m), paper.get(m)
                 if compact:
-                    cells.append(_num(ours) + ("" if _num(theirs) == "–" else f" ({_num(theirs)})"))
+                    cells.append(fmt_number(ours) + ("" if fmt_number(theirs) == "–" else f" ({fmt_number(theirs)})"))
                 else:
-                    cells.append(f"{_num(ours)} | {_num(theirs)} | {_diff(ours, theirs)}")
+                    cells.append(f"{fmt_number(ours)} | {fmt_number(theirs)} | {_diff(ours, theirs)}")
             seconds = r.get("seconds")
-            cells.append(f"{seconds:.1f}" if isinstance(seconds, float) and math.isfinite(seconds) else _num(seconds))
+            cells.append(
+                f"{seconds:.1f}" if isinstance(seconds, float) and math.isfinite(seconds) else fmt_number(seconds)
+            )
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if result.get("notes"):

@@ -35,6 +35,7 @@ from segue.data.sessions import (
     synthetic_log,
     temporal_split,
 )
+from segue.evaluation.report import fmt_number
 from segue.evaluation.sessions import METRIC_KEYS, build_session_eval, evaluate_sessions, random_reference
 from segue.models.cosernn import (
     BASELINES,
@@ -237,12 +238,6 @@ def _average(results: list[dict[str, Any]]) -> dict[str, Any]:
 # -- the Markdown beside the table ------------------------------------------------------------
 
 
-def _fmt(x: Any) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    return f"{x:.4f}" if isinstance(x, float) else str(x)
-
-
 def markdown(result: dict[str, Any]) -> str:
     """Full-window session ranking, and per dataset: the data facts, CoSeRNN's fits, the checks against random."""
     rows = result["rows"]
@@ -253,7 +248,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["| dataset | model | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
         for r in rows:
             fw = r.get("full_window") or {}
-            lines.append(f"| {r['dataset']} | {r['model']} | " + " | ".join(_fmt(fw.get(k)) for k in keys) + " |")
+            lines.append(f"| {r['dataset']} | {r['model']} | " + " | ".join(fmt_number(fw.get(k)) for k in keys) + " |")
     for ds in dict.fromkeys(r["dataset"] for r in rows):
         part = {r["model"]: r for r in rows if r["dataset"] == ds}
         info = next((r["dataset_info"] for r in part.values() if r.get("dataset_info")), None)
@@ -268,27 +263,27 @@ def markdown(result: dict[str, Any]) -> str:
                 f"- CoSeRNN ({len(per_seed)} seeds, the table shows their mean): best epochs "
                 f"{', '.join(str(f['best_epoch']) for f in per_seed)} of "
                 f"{', '.join(str(f['epochs_run']) for f in per_seed)} ({'; '.join(f['stopped'] for f in per_seed)}); "
-                f"validation cosine {', '.join(_fmt(f['valid_cosine']) for f in per_seed)}; Sess MRR K=20 "
+                f"validation cosine {', '.join(fmt_number(f['valid_cosine']) for f in per_seed)}; Sess MRR K=20 "
                 f"{np.mean(mrr):.4f} ± {np.std(mrr, ddof=1) if len(mrr) > 1 else 0.0:.4f} (sd over seeds); "
                 f"{co.get('train_sessions_per_second')} training sessions/s; {co.get('seconds')} s for all seeds"
             )
             pv = co.get("paired_t_p_Sess_MRR_K20") or {}
             lines.append("- paired t-test p (CoSeRNN vs baseline, Sess MRR K=20): "
-                         + ", ".join(f"{m} {_fmt(v)}" for m, v in pv.items()))  # fmt: skip
+                         + ", ".join(f"{m} {fmt_number(v)}" for m, v in pv.items()))  # fmt: skip
         rnd = part.get("random-expected")
         if rnd:
             for key in ("Sess MRR K=20", "Sess MRR K=50"):
                 below = [m for m, r in part.items() if not (r.get("oracle") or r.get("reference"))
                          and not (r["metrics"].get(key, 0) > rnd["metrics"][key])]  # fmt: skip
                 lines.append(f"- expected {key} of a random ranking of the same candidates: "
-                             f"{_fmt(rnd['metrics'][key])}; at or below it: {', '.join(below) or 'none'}")  # fmt: skip
+                             f"{fmt_number(rnd['metrics'][key])}; at or below it: {', '.join(below) or 'none'}")  # fmt: skip
         if co and co.get("by_context", {}).get("time of day"):
             comp = [r for m, r in part.items() if m in BASELINES]
             if comp:
                 best = max(comp, key=lambda r: r["metrics"]["Sess MRR K=50"])
                 theirs = best.get("by_context", {}).get("time of day", {})
-                cells = [f"{ctx} (n={v['n']}) {_fmt(v['Sess MRR K=50'])} vs "
-                         f"{_fmt(theirs.get(ctx, {}).get('Sess MRR K=50'))}"
+                cells = [f"{ctx} (n={v['n']}) {fmt_number(v['Sess MRR K=50'])} vs "
+                         f"{fmt_number(theirs.get(ctx, {}).get('Sess MRR K=50'))}"
                          for ctx, v in co["by_context"]["time of day"].items()]  # fmt: skip
                 lines.append(f"- per time of day, Sess MRR K=50, CoSeRNN vs the best baseline on it ({best['model']}): "
                              + "; ".join(cells))  # fmt: skip

@@ -45,6 +45,7 @@ from segue.audio.frontend import ClipCache, ClipSpec
 from segue.audio.simulate import SEMI_SYNTHETIC, SimulatorConfig, audio_traits, simulate
 from segue.data.interactions import IdMap, Interactions
 from segue.errors import ConfigError
+from segue.evaluation.report import fmt_number
 from segue.models.base import build_model
 from segue.training import fit
 from segue.training.audio import (
@@ -417,12 +418,6 @@ def triplet_row(p: dict[str, Any], row: Any) -> dict[str, Any]:
 # -- the Markdown beside the table ------------------------------------------------------------
 
 
-def _f(x: Any) -> str:
-    if x is None or (isinstance(x, float) and np.isnan(x)):
-        return "–"
-    return f"{x:.4f}" if isinstance(x, float) else str(x)
-
-
 def _training(r: dict[str, Any]) -> str:
     if not r.get("stopped_by"):
         iterations = (r.get("options") or {}).get("iterations")
@@ -451,7 +446,7 @@ def markdown(result: dict[str, Any]) -> str:
             if metric == TAG_AUC and r["model"] == "wmf":
                 label += " (a test clip has no WMF vector: chance by construction)"
             skipped = (r.get("users_skipped") or {}).get(proto, "–") if metric != TAG_AUC else "–"
-            lines.append(f"| {label} | {_f(r['metrics'][metric])} | {_f((r.get('paper') or {}).get(metric))} "
+            lines.append(f"| {label} | {fmt_number(r['metrics'][metric])} | {fmt_number((r.get('paper') or {}).get(metric))} "
                          f"| {skipped} | {_training(r)} |")  # fmt: skip
 
     rec = ["pop", "pop-oracle", "wmf", "wmf-regression", "dcue", "dcue-id"]
@@ -472,8 +467,8 @@ def markdown(result: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in tri:
             m, c, pp = r["metrics"], r.get("chance") or {}, r.get("paper") or {}
-            lines.append(f"| {DISPLAY.get(r['model'], r['model'])} | {_f(m.get(EXP1))} | {_f(c.get(EXP1))} | "
-                         f"{_f(pp.get(EXP1))} | {_f(m.get(EXP3))} | {_f(c.get(EXP3))} | {_f(pp.get(EXP3))} | "
+            lines.append(f"| {DISPLAY.get(r['model'], r['model'])} | {fmt_number(m.get(EXP1))} | {fmt_number(c.get(EXP1))} | "
+                         f"{fmt_number(pp.get(EXP1))} | {fmt_number(m.get(EXP3))} | {fmt_number(c.get(EXP3))} | {fmt_number(pp.get(EXP3))} | "
                          f"{_training(r)} |")  # fmt: skip
     lines += ["", "For the clip models an 'epoch' of the convergence table is a step count: one dev evaluation every "
               "`eval_every` steps, patience counted in evaluations."]  # fmt: skip
