@@ -535,6 +535,36 @@ def test_scan_and_options_from_are_validated() -> None:
         _toy_spec(models=[{"label": "a", "options_from": "b"}, {"label": "b"}], checks=[])
 
 
+def test_rme_table_spec() -> None:
+    """Table 4.2's spec: both datasets, 5 repeats, the scans (lambda widened past 10, k, tau on implicit data),
+    the extra rows with the chosen hyper-parameters, the paper's three columns and the claimed orderings."""
+    spec = load_spec("rme-table-4.2")
+    assert spec.datasets == ["ml-100k", "lastfm-2k"] and spec.seeds == [0, 1, 2, 3, 4] and spec.select == ["NDCG@100"]
+    assert spec.protocol["split"] == {"ml-100k": "movielens", "lastfm-2k": "playcount"} and not spec.same_data
+    by = {m.label: m for m in spec.models}
+    for label in ("wmf-als", "cofactor", "u-rme", "i-rme", "rme"):
+        reg, k = by[label].scan[:2]
+        assert (reg.key, reg.start, reg.patience, reg.widen[-1]) == ("options.reg", 10.0, 2, 10000.0)
+        assert (k.key, k.start, k.values[0], k.values[-1]) == ("options.factors", 40, 30, 100)
+        assert [a.datasets for a in by[label].scan[2:]] == ([["lastfm-2k"]] if label in ("i-rme", "rme") else [])
+    assert by["item2vec"].options == {"dim": 40} and not by["itemknn"].scan
+    assert (by["wmf"].options_from, by["rme-separate"].options_from, by["rme-inferred"].datasets) == (
+        "wmf-als", "rme", ["ml-100k"])  # fmt: skip
+    assert all(by[x].reference for x in ("wmf", "rme-separate", "rme-inferred"))
+    assert by["rme"].paper_for("ml-100k") == {"Recall@5": 0.1562, "NDCG@20": 0.1458, "MAP@10": 0.0841}
+    assert by["rme"].paper_for("lastfm-2k") == {"Recall@5": 0.1876, "NDCG@20": 0.1954, "MAP@10": 0.1025}
+    assert by["wmf-als"].paper_other["ML-20M"] == {"Recall@5": 0.1348, "NDCG@20": 0.1290, "MAP@10": 0.0720}
+    assert {(c["better"], tuple(c["than"])) for c in spec.checks} >= {
+        ("rme", ("cofactor",)),
+        ("cofactor", ("wmf-als",)),
+    }
+    assert spec.caps["threads"] == 1 and spec.caps_for("ml-100k", True)["max_iter"] == 5
+    assert REPRODUCTIONS["rme-table-4.2"][0] == "spec:rme-table-4.2"
+    per_user = load_spec("rme-table-4.2-per-user")
+    assert per_user.protocol["split"] == {"ml-100k": "movielens-per-user"} and "item2vec" not in {
+        m.label for m in per_user.models}  # fmt: skip
+
+
 # -- every table's --quick run (slow: real data, minutes each) ------------------------------------------------
 
 
@@ -595,3 +625,33 @@ def test_sdmr_table_quick_reports_ties_and_how_rows_stopped(tmp_path: Path, monk
     assert all(r["stopped_by"] for r in out.rows if r["model"] not in ("random", "pop", "itemknn"))  # no training
     md = (tmp_path / "out" / "sdmr-table-5.3.md").read_text()
     assert "authors' evaluator's tie rule" in md and "## Convergence" in md
+
+
+@pytest.mark.slow
+def test_rme_table_quick_scans_lambda_on_dev_and_reports_the_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``segue reproduce rme-table-4.2 --quick`` in-process: every ALS row's lambda and k come from its dev scan
+    (the chosen point is the best dev point scanned), the extra rows take RME's / WMF's choice, the Markdown
+    has the side-by-side table, the chosen hyper-parameters and the orderings."""
+    from .conftest import real_data_dir
+
+    monkeypatch.setenv("SEGUE_DATA_DIR", str(real_data_dir()))
+    monkeypatch.setenv("SEGUE_CACHE", str(tmp_path / "cache"))
+    out = run_reproduction("rme-table-4.2", ["--quick", "--out", str(tmp_path / "out")])
+    rows = {r["model"]: r for r in out.rows}
+    assert set(rows) == {"itemknn", "item2vec", "wmf-als", "cofactor", "u-rme", "i-rme", "rme", "wmf", "rme-separate",
+                         "rme-inferred"} and out.not_run == []  # fmt: skip
+    for label in ("wmf-als", "cofactor", "u-rme", "i-rme", "rme"):
+        r = rows[label]
+        reg = r["scan"][0]
+        assert reg["key"] == "options.reg" and r["options"]["reg"] == reg["chosen"] and 10.0 in reg["scanned"]
+        points = [g for g in out.grid if g["model"] == label]
+        assert r["dev"]["NDCG@100"] == max(g["dev"]["NDCG@100"] for g in points)  # chosen on dev, among its scan
+        assert r["stopped_by"] in ("patience", "epoch cap") and 0.0 <= r["metrics"]["NDCG@20"] <= 1.0
+    assert rows["rme-separate"]["options"] == {**rows["rme"]["options"], "separate": True}
+    assert rows["wmf"]["options"] == rows["wmf-als"]["options"] and rows["wmf"]["iterations"] >= 1
+    md = (tmp_path / "out" / "rme-table-4.2.md").read_text()
+    assert "## ml-100k (ours) beside ML-10M, ML-20M (paper, different data)" in md and "**Different data.**" in md
+    assert "- RME: reg=" in md and "ml-100k: rme Recall@5" in md and "## Dev grid" in md
+    assert "87 test users" in md  # the paper protocol's global temporal cut on ml-100k
