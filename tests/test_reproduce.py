@@ -550,7 +550,7 @@ def test_rme_table_spec() -> None:
     assert by["item2vec"].options == {"dim": 40} and not by["itemknn"].scan
     assert (by["wmf"].options_from, by["rme-separate"].options_from, by["rme-inferred"].datasets) == (
         "wmf-als", "rme", ["ml-100k"])  # fmt: skip
-    assert all(by[x].reference for x in ("wmf", "rme-separate", "rme-inferred"))
+    assert all(by[x].reference for x in ("random", "wmf", "rme-separate", "rme-inferred")) and not by["rme"].reference
     assert by["rme"].paper_for("ml-100k") == {"Recall@5": 0.1562, "NDCG@20": 0.1458, "MAP@10": 0.0841}
     assert by["rme"].paper_for("lastfm-2k") == {"Recall@5": 0.1876, "NDCG@20": 0.1954, "MAP@10": 0.1025}
     assert by["wmf-als"].paper_other["ML-20M"] == {"Recall@5": 0.1348, "NDCG@20": 0.1290, "MAP@10": 0.0720}
@@ -640,8 +640,9 @@ def test_rme_table_quick_scans_lambda_on_dev_and_reports_the_table(
     monkeypatch.setenv("SEGUE_CACHE", str(tmp_path / "cache"))
     out = run_reproduction("rme-table-4.2", ["--quick", "--out", str(tmp_path / "out")])
     rows = {r["model"]: r for r in out.rows}
-    assert set(rows) == {"itemknn", "item2vec", "wmf-als", "cofactor", "u-rme", "i-rme", "rme", "wmf", "rme-separate",
-                         "rme-inferred"} and out.not_run == []  # fmt: skip
+    assert set(rows) == {"random", "itemknn", "item2vec", "wmf-als", "cofactor", "u-rme", "i-rme", "rme", "wmf",
+                         "rme-separate", "rme-inferred"} and out.not_run == []  # fmt: skip
+    assert rows["random"]["metrics"]["NDCG@20"] < rows["itemknn"]["metrics"]["NDCG@20"]  # chance, the reference
     for label in ("wmf-als", "cofactor", "u-rme", "i-rme", "rme"):
         r = rows[label]
         reg = r["scan"][0]

@@ -17,7 +17,7 @@ Full ranking over all items with the user's training (and, for test, validation)
 Recall@5, NDCG@20 and MAP@10 with the Cofactor definitions (R.8). The spec's **seeds are the repeats**:
 seed ``r`` is split ``r`` (the authors' fold seeds) and model seed ``protocol.model_seed + r``.
 
-Rows (:func:`fit_row`): Item-KNN (full neighbourhood, cosine on binary M), Item2vec (gensim SGNS), and
+Rows (:func:`fit_row`): the random ranking's expected metrics (a reference row), Item-KNN (full neighbourhood, cosine on binary M), Item2vec (gensim SGNS), and
 WMF / Cofactor / U_RME / I_RME / RME by segue's closed-form ALS, each stopped on validation NDCG@100
 (caps ``max_iter`` sweeps, ``item2vec_epochs``). Hyper-parameters come from the spec's ``scan``
 (lambda, then k, then tau; validation NDCG@100 of repeat 0 only, see the runner). The extra rows take
@@ -56,6 +56,7 @@ LABELS = {
     "wmf": "WMF (implicit package)",
     "rme-separate": "RME, separate learning",
     "rme-inferred": "RME, Algorithm 2 dislikes",
+    "random": "Random ranking (expected)",
 }
 ALS_MODELS = ("wmf-als", "cofactor", "u-rme", "i-rme", "rme")
 #: the models that read explicit dislikes when the data has them (else Algorithm 2 infers them)
@@ -116,6 +117,8 @@ def model_options(name: str, options: dict[str, Any], caps: dict[str, Any], n_it
     """The registry options of a row: the spec's (and the scanned) options, the seed and the caps."""
     if name == "itemknn":  # full neighbourhood (R.9)
         return {"k": n_items}
+    if name == "random":  # the expected metrics of a uniformly random ranking (a reference row)
+        return {"seed": seed}
     if name == "item2vec":
         return {
             **options,
@@ -271,7 +274,8 @@ def _dataset_lines(ds: str, rows: list[dict[str, Any]]) -> list[str]:
         lines.append(f"| {label[r['model']]} | " + " | ".join(cells) + " |")
     lines += ["", f"Mean ± sample standard deviation over {n} repeats." if n > 1 else "One repeat (no deviation)."]
     if extra:
-        lines += ["", "Extra rows (not in Table 4.2; same splits, the hyper-parameters of WMF / RME):", ""]
+        lines += ["", "Reference and extra rows (not in Table 4.2): the expected metrics of a random ranking; the "
+                  "others on the same splits with the dev-chosen hyper-parameters of WMF / RME.", ""]  # fmt: skip
         lines += ["| Method | R@5 | N@20 | MAP@10 |", "|---|---|---|---|"]
         for r in extra:
             cells = [_fmt(r["metrics"][k], (r.get("std") or {}).get(k)) for k in METRICS]
