@@ -440,6 +440,131 @@ def test_segue_reproduce_list_shows_migrated_and_script_tables() -> None:
         assert name in r.stdout
 
 
+def scan_fit(prepared: dict[str, Any], row: Any) -> dict[str, Any]:
+    """dev peaks at x = 4 (and, for y, at y = 20), test rises with x: choosing on test would pick the largest x."""
+    CALLS.append((row.dataset, row.model.label, {**row.options, "seed": row.seed}))
+    x, y = float(row.options.get("x", 0.0)), float(row.options.get("y", 20.0))
+    dev = 1.0 - (x - 4.0) ** 2 / 100 - (y - 20.0) ** 2 / 1000
+    return {"dev": {"HR@10": dev}, "test": {"HR@10": x / 10 + row.seed / 100, "NDCG@10": 0.1}}
+
+
+def _scan_spec(**over: Any) -> TableSpec:
+    scan = [
+        {"key": "options.x", "values": [1.0, 2.0, 3.0], "start": 3.0, "patience": 2, "widen": [4.0, 5.0, 6.0]},
+        {"key": "options.y", "values": [10, 20, 30, 40], "start": 30, "patience": 1, "datasets": ["toy-a"]},
+    ]
+    models = [
+        {"label": "scanned", "fit": "tests.test_reproduce:scan_fit", "scan": scan},
+        {"label": "follower", "fit": "tests.test_reproduce:scan_fit", "options_from": "scanned",
+         "options": {"z": 1}},
+    ]  # fmt: skip
+    return _toy_spec(models=models, checks=[], seeds=[0, 1], **over)
+
+
+def test_coordinate_scan_walks_both_ways_with_patience_then_widens_while_the_top_is_best() -> None:
+    from segue.reproduce.runner import ScanAxis, coordinate_scan
+
+    scored: list[tuple[float, float]] = []
+
+    def score(point: dict[str, dict[str, Any]]) -> tuple[float]:
+        o = point["options"]
+        scored.append((o["a"], o["b"]))
+        return (-abs(o["a"] - 7.0) - abs(o["b"] - 2.0),)
+
+    a = ScanAxis("options.a", [1.0, 2.0, 3.0, 4.0], start=2.0, patience=1, widen=[5.0, 6.0, 7.0, 8.0, 9.0])
+    b = ScanAxis("options.b", [1, 2, 3, 4, 5], start=4, patience=1)
+    point, summary = coordinate_scan([a, b], {"options": {"c": 0}}, score)
+    assert point == {"options": {"a": 7.0, "b": 2, "c": 0}, "train": {}}
+    # a: up 2 -> 4 then widened 5, 6, 7 and 8 (worse: stop); down 2 -> 1 (worse: patience 1 stops)
+    assert summary[0] == {"key": "options.a", "chosen": 7.0, "scanned": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+                          "interior": True}  # fmt: skip
+    # b starts at 4 with a = 7 (scored already): up 4 -> 5 (worse), down 4 -> 3 -> 2 -> 1 (worse)
+    assert summary[1]["chosen"] == 2 and summary[1]["scanned"] == [1, 2, 3, 4, 5]
+    assert [s for s in scored if s[0] == 7.0] == [(7.0, 4), (7.0, 5), (7.0, 3), (7.0, 2), (7.0, 1)]
+    assert len(scored) == len(set(scored))  # every distinct point scored once
+    # the largest value best without a widen list: the summary says it is on the edge
+    _, edge = coordinate_scan([ScanAxis("options.b", [1, 2], patience=1)], {}, lambda p: (p["options"]["b"],))
+    assert edge == [{"key": "options.b", "chosen": 2, "scanned": [1, 2], "interior": False}]
+
+
+def test_scan_rows_select_on_dev_run_every_seed_cache_and_hand_their_options_on(tmp_path: Path) -> None:
+    spec = _scan_spec()
+    cache = RunCache(tmp_path / "runs.jsonl")
+    out = run_table(spec, cache=cache, log=lambda s: None)
+    rows = {(r["dataset"], r["model"]): r for r in out.rows}
+    a = rows[("toy-a", "scanned")]
+    assert a["options"] == {"x": 4.0, "y": 20}  # the dev peak, although test rises with x
+    assert a["seeds"] == [0, 1] and len(a["per_seed"]) == 2 and a["per_seed"][1]["HR@10"] == pytest.approx(0.41)
+    assert [s["key"] for s in a["scan"]] == ["options.x", "options.y"] and a["scan"][0]["interior"] is True
+    assert rows[("toy-b", "scanned")]["options"] == {"x": 4.0}  # the y axis is toy-a's only
+    # scan points run on the first seed only, each once; the chosen point then on every seed
+    scan_calls = [c for c in CALLS if c[0] == "toy-a" and c[1] == "scanned"]
+    assert sum(c[2]["seed"] == 1 for c in scan_calls) == 1 and len(scan_calls) == len({str(c) for c in scan_calls})
+    grid_a = [g for g in out.grid if g["dataset"] == "toy-a" and g["model"] == "scanned"]
+    assert len(grid_a) == len(scan_calls) - 1 and all(g["seed"] == 0 for g in grid_a)
+    assert max(g["test"]["HR@10"] for g in grid_a) > a["per_seed"][0]["HR@10"]  # test never chose
+    # options_from: the dev-chosen options of the earlier row under the row's own, part of its cache key
+    assert rows[("toy-a", "follower")]["options"] == {"x": 4.0, "y": 20, "z": 1}
+    CALLS.clear()
+    again = run_table(spec, cache=RunCache(tmp_path / "runs.jsonl"), log=lambda s: None)
+    assert again.trained == 0 and CALLS == [] and [r["options"] for r in again.rows] == [r["options"] for r in out.rows]
+    # a spent budget stops the scan, and the row that takes its options is listed too
+    spent = run_table(_scan_spec(), cache=RunCache(None), budget=0.0, datasets=["toy-a"], log=lambda s: None)
+    assert spent.rows == [] and any("spent in its scan" in s for s in spent.not_run)
+    assert any("follower" in s and "did not run" in s for s in spent.not_run)
+
+
+def test_scan_and_options_from_are_validated() -> None:
+    axis = {"key": "options.x", "values": [1.0, 2.0]}
+    bad = [
+        ({"scan": [axis], "grid": [{}]}, "both a grid and a scan"),
+        ({"scan": [{**axis, "key": "x"}]}, "'options.NAME' or 'train.NAME'"),
+        ({"scan": [{**axis, "values": [2.0, 1.0]}]}, "strictly increasing"),
+        ({"scan": [{**axis, "widen": [1.5]}]}, "strictly increasing"),
+        ({"scan": [{**axis, "values": ["a"]}]}, "numbers"),
+        ({"scan": [{**axis, "start": 3.0}]}, "not one of its values"),
+        ({"scan": [{**axis, "patience": 0}]}, "patience >= 1"),
+        ({"scan": [{**axis, "datasets": ["nope"]}]}, "datasets the table does not have"),
+        ({"scan": [{**axis, "colour": 1}]}, "unknown key"),
+        ({"scan": ["options.x"]}, "a list of tables"),
+    ]
+    for extra, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            _toy_spec(models=[{"label": "a", **extra}], checks=[])
+    with pytest.raises(ConfigError, match="must be a model listed before it"):
+        _toy_spec(models=[{"label": "a", "options_from": "b"}, {"label": "b"}], checks=[])
+
+
+def test_rme_table_spec() -> None:
+    """Table 4.2's spec: both datasets, 5 repeats, the scans (lambda widened past 10, k, tau on implicit data),
+    the extra rows with the chosen hyper-parameters, the paper's three columns and the claimed orderings."""
+    spec = load_spec("rme-table-4.2")
+    assert spec.datasets == ["ml-100k", "lastfm-2k"] and spec.seeds == [0, 1, 2, 3, 4] and spec.select == ["NDCG@100"]
+    assert spec.protocol["split"] == {"ml-100k": "movielens", "lastfm-2k": "playcount"} and not spec.same_data
+    by = {m.label: m for m in spec.models}
+    for label in ("wmf-als", "cofactor", "u-rme", "i-rme", "rme"):
+        reg, k = by[label].scan[:2]
+        assert (reg.key, reg.start, reg.patience, reg.widen[-1]) == ("options.reg", 10.0, 2, 10000.0)
+        assert (k.key, k.start, k.values[0], k.values[-1]) == ("options.factors", 40, 30, 100)
+        assert [a.datasets for a in by[label].scan[2:]] == ([["lastfm-2k"]] if label in ("i-rme", "rme") else [])
+    assert by["item2vec"].options == {"dim": 40} and not by["itemknn"].scan
+    assert (by["wmf"].options_from, by["rme-separate"].options_from, by["rme-inferred"].datasets) == (
+        "wmf-als", "rme", ["ml-100k"])  # fmt: skip
+    assert all(by[x].reference for x in ("random", "wmf", "rme-separate", "rme-inferred")) and not by["rme"].reference
+    assert by["rme"].paper_for("ml-100k") == {"Recall@5": 0.1562, "NDCG@20": 0.1458, "MAP@10": 0.0841}
+    assert by["rme"].paper_for("lastfm-2k") == {"Recall@5": 0.1876, "NDCG@20": 0.1954, "MAP@10": 0.1025}
+    assert by["wmf-als"].paper_other["ML-20M"] == {"Recall@5": 0.1348, "NDCG@20": 0.1290, "MAP@10": 0.0720}
+    assert {(c["better"], tuple(c["than"])) for c in spec.checks} >= {
+        ("rme", ("cofactor",)),
+        ("cofactor", ("wmf-als",)),
+    }
+    assert spec.caps["threads"] == 1 and spec.caps_for("ml-100k", True)["max_iter"] == 5
+    assert REPRODUCTIONS["rme-table-4.2"][0] == "spec:rme-table-4.2"
+    per_user = load_spec("rme-table-4.2-per-user")
+    assert per_user.protocol["split"] == {"ml-100k": "movielens-per-user"} and "item2vec" not in {
+        m.label for m in per_user.models}  # fmt: skip
+
+
 # -- every table's --quick run (slow: real data, minutes each) ------------------------------------------------
 
 
@@ -528,3 +653,34 @@ def test_claims_at_a_glance_and_the_results_index(tmp_path: Path) -> None:
     index = write_index(tmp_path).read_text()
     assert "## [toy-table](toy-table.md)" in index and "`segue reproduce toy-table`" in index
     assert "| toy-a | stacked >= base |" in index
+
+
+@pytest.mark.slow
+def test_rme_table_quick_scans_lambda_on_dev_and_reports_the_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``segue reproduce rme-table-4.2 --quick`` in-process: every ALS row's lambda and k come from its dev scan
+    (the chosen point is the best dev point scanned), the extra rows take RME's / WMF's choice, the Markdown
+    has the side-by-side table, the chosen hyper-parameters and the orderings."""
+    from .conftest import real_data_dir
+
+    monkeypatch.setenv("SEGUE_DATA_DIR", str(real_data_dir()))
+    monkeypatch.setenv("SEGUE_CACHE", str(tmp_path / "cache"))
+    out = run_reproduction("rme-table-4.2", ["--quick", "--out", str(tmp_path / "out")])
+    rows = {r["model"]: r for r in out.rows}
+    assert set(rows) == {"random", "itemknn", "item2vec", "wmf-als", "cofactor", "u-rme", "i-rme", "rme", "wmf",
+                         "rme-separate", "rme-inferred"} and out.not_run == []  # fmt: skip
+    assert rows["random"]["metrics"]["NDCG@20"] < rows["itemknn"]["metrics"]["NDCG@20"]  # chance, the reference
+    for label in ("wmf-als", "cofactor", "u-rme", "i-rme", "rme"):
+        r = rows[label]
+        reg = r["scan"][0]
+        assert reg["key"] == "options.reg" and r["options"]["reg"] == reg["chosen"] and 10.0 in reg["scanned"]
+        points = [g for g in out.grid if g["model"] == label]
+        assert r["dev"]["NDCG@100"] == max(g["dev"]["NDCG@100"] for g in points)  # chosen on dev, among its scan
+        assert r["stopped_by"] in ("patience", "epoch cap") and 0.0 <= r["metrics"]["NDCG@20"] <= 1.0
+    assert rows["rme-separate"]["options"] == {**rows["rme"]["options"], "separate": True}
+    assert rows["wmf"]["options"] == rows["wmf-als"]["options"] and rows["wmf"]["iterations"] >= 1
+    md = (tmp_path / "out" / "rme-table-4.2.md").read_text()
+    assert "## ml-100k (ours) beside ML-10M, ML-20M (paper, different data)" in md and "**Different data.**" in md
+    assert "- RME: reg=" in md and "ml-100k: rme Recall@5" in md and "## Dev grid" in md
+    assert "87 test users" in md  # the paper protocol's global temporal cut on ml-100k

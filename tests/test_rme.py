@@ -463,21 +463,28 @@ def test_algorithm_2_never_draws_training_or_validation_positives() -> None:
 
 
 def test_lambda_scan_widens_past_the_grid_edge_until_interior() -> None:
-    """issue 16: lambda = 10 (the edge) was chosen everywhere; the scan goes on until the optimum is interior."""
-    from segue.reproduce.rme_table import REG_GRID, widen_reg
+    """issue 16: lambda = 10 (the edge) was chosen everywhere; the spec's scan goes on until the optimum is interior."""
+    from segue.reproduce.runner import coordinate_scan, load_spec
 
+    by = {m.label: m for m in load_spec("rme-table-4.2").models}
+    reg = by["rme"].scan[0]
+    assert reg.key == "options.reg" and reg.start == max(reg.values) == 10.0 and reg.patience == 2
     seen: list[float] = []
 
     def peak_at(p: float):
-        def score(v: float) -> float:
+        def score(point: dict) -> tuple[float]:
+            v = point["options"]["reg"]
             seen.append(v)
-            return -abs(math.log10(v) - math.log10(p))
+            return (-abs(math.log10(v) - math.log10(p)),)
 
         return score
 
-    log: list[dict] = []
-    assert widen_reg(peak_at(100.0), 2, log) == 100.0
+    point, summary = coordinate_scan([reg], {}, peak_at(100.0))
+    assert point["options"]["reg"] == 100.0
     assert {50.0, 100.0, 500.0} <= set(seen) and 1000.0 not in seen
-    assert log[-1] == {"axis": "reg", "chosen": 100.0, "interior": True}
+    assert summary == [{"key": "options.reg", "chosen": 100.0, "scanned": [1.0, 5.0, 10.0, 50.0, 100.0, 500.0],
+                        "interior": True}]  # fmt: skip
     seen.clear()
-    assert widen_reg(peak_at(1.0), 2, []) == 1.0 and max(seen) == max(REG_GRID)  # interior already: no widening
+    point, summary = coordinate_scan([reg], {}, peak_at(1.0))
+    assert point["options"]["reg"] == 1.0 and max(seen) == max(reg.values)  # interior already: no widening
+    assert summary[0]["interior"] is True

@@ -15,6 +15,15 @@ file. The runner
   cached: then it is retrained to hand that model over);
 * **selects** the grid point of a model on the dev metrics only (``select``, compared in order);
   the test metrics of the other points are kept for transparency and never used to choose;
+* or, for a model with a ``scan`` instead of a grid, runs a **coordinate search** on dev
+  (:func:`coordinate_scan`): one axis after the other (e.g. ``options.reg``, then ``options.factors``),
+  each scanned from its ``start`` towards both ends until ``patience`` values in a row bring no new
+  best, and widened (``widen``) past its last value while the largest value scanned is the best (so the choice
+  ends interior). Scan points run on the first seed only, each a cached row (a rerun replays the scan
+  from the cache); the chosen point then runs on every seed. ``--quick`` scans too, under its caps;
+* hands a row with ``options_from = LABEL`` the dev-chosen options of that earlier row (same
+  dataset) under its own (ablations "with the hyper-parameters of RME"); they are part of its cache key;
+* averages the chosen point's seeds (mean, sample std and the per-seed test metrics, ``per_seed``);
 * stops starting rows once the table's **time budget** is spent (the rows left are listed);
 * **writes** one results file pair, ``<out>/<name>.json`` and ``.md``: ours, the paper's number and
   the difference per metric (:func:`segue.evaluation.report.write_results`), the orderings the
@@ -30,6 +39,7 @@ import argparse
 import dataclasses
 import hashlib
 import importlib
+import itertools
 import json
 import os
 import sys
@@ -66,6 +76,36 @@ def _typed(cls: type, data: dict[str, Any], where: str) -> Any:
 
 
 @dataclass
+class ScanAxis:
+    """One axis of a model's dev scan (:func:`coordinate_scan`); validated by :meth:`validate`."""
+
+    key: str  # "options.NAME" or "train.NAME"
+    values: list[float]  # strictly increasing
+    start: float | None = None  # the value the scan starts from, towards both ends (default: the first)
+    patience: int = 1  # values in a row without a new best before a direction stops
+    widen: list[float] = field(default_factory=list)  # past the last value, scored while the largest is the best
+    datasets: list[str] = field(default_factory=list)  # [] = every dataset of the table
+
+    @property
+    def origin(self) -> float:
+        return self.values[0] if self.start is None else self.start
+
+    def validate(self, where: str) -> None:
+        part, _, name = self.key.partition(".")
+        if part not in ("options", "train") or not name:
+            raise ConfigError(f"{where}: a scan key is 'options.NAME' or 'train.NAME', got {self.key!r}.")
+        nums = [*self.values, *self.widen]
+        if not self.values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in nums):
+            raise ConfigError(f"{where}: scan {self.key} needs numbers as values and widen, got {nums}.")
+        if any(b <= a for a, b in itertools.pairwise(nums)):
+            raise ConfigError(f"{where}: scan {self.key} needs values, then widen, strictly increasing, got {nums}.")
+        if self.start is not None and self.start not in self.values:
+            raise ConfigError(f"{where}: scan {self.key} starts at {self.start}, which is not one of its values.")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
+            raise ConfigError(f"{where}: scan {self.key} needs an integer patience >= 1, got {self.patience!r}.")
+
+
+@dataclass
 class ModelSpec:
     """One row of the table (per dataset): a model, its options, its dev grid and the paper's numbers."""
 
@@ -76,6 +116,8 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict)  # model options
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides (or the hook's own options)
     grid: list[dict[str, Any]] = field(default_factory=list)  # dev grid: points {options, train[, datasets]}
+    scan: list[ScanAxis] = field(default_factory=list)  # or a dev coordinate search (instead of a grid)
+    options_from: str = ""  # label of an earlier row whose dev-chosen options this row starts from
     depends: list[str] = field(default_factory=list)  # labels whose trained models the hook reads
     paper: dict[str, dict[str, float]] = field(default_factory=dict)  # dataset (or "*") -> metric -> value
     paper_other: dict[str, dict[str, float]] = field(default_factory=dict)  # other paper columns (e.g. "AOTM")
@@ -112,7 +154,7 @@ class TableSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "spec") -> TableSpec:
         data = dict(data)
-        models = [_typed(ModelSpec, m, f"{where} [[models]]") for m in data.pop("models", [])]
+        models = [_model_spec(m, f"{where} [[models]]") for m in data.pop("models", [])]
         spec = _typed(cls, {**data, "models": models}, where)
         spec.validate(where)
         return spec
@@ -132,9 +174,15 @@ class TableSpec:
             raise ConfigError(f"{where}: duplicate model labels.")
         known = set(labels)
         for m in self.models:
-            for d in m.depends:
+            for d in [*m.depends, *([m.options_from] if m.options_from else [])]:
                 if d not in known or labels.index(d) >= labels.index(m.label):
                     raise ConfigError(f"{where}: {m.label} depends on {d!r}, which must be a model listed before it.")
+            if m.scan and m.grid:
+                raise ConfigError(f"{where}: {m.label} has both a grid and a scan; give one of them.")
+            for a in m.scan:
+                a.validate(f"{where} {m.label}")
+                if set(a.datasets) - set(self.datasets):
+                    raise ConfigError(f"{where}: {m.label}'s scan {a.key} names datasets the table does not have.")
         for c in self.checks:
             if set(c) - {"better", "than", "metrics"} or not isinstance(c.get("than"), list):
                 raise ConfigError(f"{where}: a check is {{better = LABEL, than = [LABELS], metrics = [..]}}, got {c}.")
@@ -146,6 +194,13 @@ class TableSpec:
     def caps_for(self, dataset: str, quick: bool) -> dict[str, Any]:
         caps = {**self.caps, **self.dataset_caps.get(dataset, {})}
         return {**caps, **self.quick} if quick else caps
+
+
+def _model_spec(data: Any, where: str) -> ModelSpec:
+    if not isinstance(data, dict) or not all(isinstance(a, dict) for a in data.get("scan", [])):
+        raise ConfigError(f"{where}: a model is a table and its scan a list of tables, got {data!r}.")
+    scan = [_typed(ScanAxis, a, f"{where} scan") for a in data.get("scan", [])]
+    return _typed(ModelSpec, {**data, "scan": scan}, where)
 
 
 def spec_names() -> list[str]:
@@ -254,6 +309,69 @@ def select_on_dev(results: list[dict[str, Any]], keys: list[str]) -> int:
         if best_val is None or val > best_val:
             best, best_val = i, val
     return best
+
+
+Point = dict[str, dict[str, Any]]  # a grid or scan point: {"options": {...}, "train": {...}}
+
+
+def coordinate_scan(
+    axes: list[ScanAxis], point: Point, score: Callable[[Point], tuple[float, ...]]
+) -> tuple[Point, list[dict[str, Any]]]:
+    """The dev coordinate search of a model's ``scan``: the chosen point and a summary per axis.
+
+    Every axis starts at its ``start`` value; then, one axis after the other (the others held at their
+    current values), the values are scored from ``start`` towards the end and towards the front of the
+    list, each direction stopping after ``patience`` values in a row without a new best; the better end
+    wins (ties: towards the end). While the best is the largest value scored, the ``widen`` values are
+    scored in order. ``score`` returns a point's **dev** metrics (compared as tuples; never test); it is
+    called once per distinct point.
+    Summary: ``{"key", "chosen", "scanned", "interior"}`` (interior: neither the smallest nor the largest
+    value scanned).
+    """
+    point = {"options": dict(point.get("options", {})), "train": dict(point.get("train", {}))}
+    for a in axes:
+        part, name = a.key.split(".", 1)
+        point[part][name] = a.origin
+    scores: dict[str, tuple[float, ...]] = {}  # every distinct point is scored once, whichever axis meets it
+    summary = []
+    for a in axes:
+        part, name = a.key.split(".", 1)
+        seen: dict[float, tuple[float, ...]] = {}
+
+        def at(v: float, part: str = part, name: str = name, seen: dict[float, Any] = seen) -> tuple[float, ...]:
+            if v not in seen:
+                cand = {**point, part: {**point[part], name: v}}
+                key = json.dumps(cand, sort_keys=True, default=str)
+                if key not in scores:
+                    scores[key] = score(cand)
+                seen[v] = scores[key]
+            return seen[v]
+
+        def walk(values: list[float], patience: int = a.patience) -> float:
+            best, misses = values[0], 0
+            at(best)
+            for v in values[1:]:
+                if at(v) > at(best):
+                    best, misses = v, 0
+                else:
+                    misses += 1
+                    if misses >= patience:
+                        break
+            return best
+
+        i = a.values.index(a.origin)
+        up, down = walk(a.values[i:]), walk(a.values[: i + 1][::-1])
+        best = up if at(up) >= at(down) else down
+        for v in a.widen:
+            if best != max(seen):
+                break
+            if at(v) > at(best):
+                best = v
+        point[part][name] = best
+        summary.append(
+            {"key": a.key, "chosen": best, "scanned": sorted(seen), "interior": min(seen) < best < max(seen)}
+        )
+    return point, summary
 
 
 # -- the default hook -------------------------------------------------------------------------
@@ -368,55 +486,131 @@ def run_table(
     out = Outcome([], [], [], 0, 0, 0.0)
     for dataset in datasets:
         caps = spec.caps_for(dataset, quick)
-        prepared: Any = None
-        trained: dict[str, Any] = {}
+        runs = _Runs(spec, dataset, caps, quick, cache, out, budget, t_start, prepare_fn, log)
         plan = [m for m in spec.models if m.label in wanted and (not m.datasets or dataset in m.datasets)]
-        rows = {m.label: _points(spec, m, dataset, caps, quick) for m in plan}
-        keys = {label: [config_key(r.config()) for r in rs] for label, rs in rows.items()}
+        # the rows known before the run (no scan, no options_from); the others are only known as it goes
+        fixed = {m.label: _points(spec, m, dataset, caps, quick) for m in plan if not (m.scan or m.options_from)}
+        keys = {label: [config_key(r.config()) for r in rs] for label, rs in fixed.items()}
         # rows whose trained model a row that will train needs (transitively): retrained if only cached
         needed_models: set[str] = set()
         for m in reversed(plan):
-            if m.label in needed_models or not all(cache.get(k) for k in keys[m.label]):
+            if m.label in needed_models or m.label not in keys or not all(cache.get(k) for k in keys[m.label]):
                 needed_models.update(m.depends)
         for m in plan:
-            results: list[dict[str, Any]] = []
-            for row, key in zip(rows[m.label], keys[m.label], strict=True):
-                hit = cache.get(key)
-                if hit is not None:
-                    out.cached += 1
-                    results.append(hit)
+            base: dict[str, Any] = {}
+            if m.options_from:
+                src = next((r for r in out.rows if r["dataset"] == dataset and r["model"] == m.options_from), None)
+                if src is None:
+                    out.not_run.append(f"{dataset}/{m.label} ({m.options_from}, whose options it takes, did not run)")
                     continue
-                if budget is not None and time.perf_counter() - t_start > budget:
+                base = src["options"]
+            summary: list[dict[str, Any]] = []
+            scanned: list[dict[str, Any]] = []
+            if m.scan:
+                chosen = _run_scan(runs, m, base, scanned)
+                if chosen is None:
+                    out.not_run.append(f"{dataset}/{m.label} (budget of {budget:.0f} s spent in its scan)")
+                    continue
+                point, summary = chosen
+                seeds = spec.seeds[:1] if quick else spec.seeds
+                mrows = [_row(spec, m, dataset, point, caps, seed, quick, base) for seed in seeds]
+            else:
+                mrows = fixed.get(m.label) or _points(spec, m, dataset, caps, quick, base)
+            mkeys = [config_key(r.config()) for r in mrows]
+            results: list[dict[str, Any]] = []
+            for row, key in zip(mrows, mkeys, strict=True):
+                res = runs.get(m, row, key)
+                if res is None:
                     out.not_run.append(f"{dataset}/{m.label} (budget of {budget:.0f} s spent)")
                     results = []
                     break
-                if prepared is None:
-                    prepared = prepare_fn(dataset, spec, caps)
-                results.append(_train(spec, m, row, key, prepared, trained, cache, quick, log))
-                out.trained += 1
+                results.append(res)
             if not results:
                 continue
-            out.row_seconds += sum(float(r.get("seconds") or 0.0) for r in results)
-            best = _best_point(spec, results)
-            spent = budget is not None and time.perf_counter() - t_start > budget
-            if m.label in needed_models and results[best[0]].get("_model") is None and spent:
-                out.not_run.append(f"{dataset}/{m.label}'s model for its dependents (budget of {budget:.0f} s spent)")
-            elif m.label in needed_models and results[best[0]].get("_model") is None:
+            behind = [*scanned, *results[1:]] if m.scan else results  # a scan's chosen seed-0 row is a scan point
+            out.row_seconds += sum(float(r.get("seconds") or 0.0) for r in behind)
+            best = list(range(len(results))) if m.scan else _best_point(spec, results)
+            if m.label in needed_models and results[best[0]].get("_model") is None:
                 # a later row needs this row's trained model, which the cache does not hold: train it again
-                if prepared is None:
-                    prepared = prepare_fn(dataset, spec, caps)
                 i = best[0]
-                results[i] = _train(spec, m, rows[m.label][i], keys[m.label][i], prepared, trained, cache, quick, log)
-                out.trained += 1
-                out.cached -= 1
-            out.rows.append(_aggregate(spec, m, dataset, [results[i] for i in best], trained))
-            if m.grid:
+                res = runs.get(m, mrows[i], mkeys[i], retrain=True)
+                if res is None:
+                    out.not_run.append(
+                        f"{dataset}/{m.label}'s model for its dependents (budget of {budget:.0f} s spent)"
+                    )
+                else:
+                    results[i] = res
+                    out.cached -= 1
+            agg = _aggregate(spec, m, dataset, [results[i] for i in best], runs.trained)
+            if m.scan:
+                agg["scan"] = summary
+            out.rows.append(agg)
+            if m.grid or m.scan:
                 out.grid += [
                     {"dataset": dataset, "model": m.label, **{k: v for k, v in r.items() if k != "_model"}}
-                    for r in results
+                    for r in (scanned if m.scan else results)
                 ]
     out.seconds = time.perf_counter() - t_start
     return out
+
+
+@dataclass
+class _Runs:
+    """Cache or train the rows of one dataset (the budget is the table's); the dataset is prepared once, lazily."""
+
+    spec: TableSpec
+    dataset: str
+    caps: dict[str, Any]
+    quick: bool
+    cache: RunCache
+    out: Outcome
+    budget: float | None
+    t_start: float
+    prepare_fn: Callable[..., Any]
+    log: Callable[[str], None]
+    trained: dict[str, Any] = field(default_factory=dict)
+    prepared: Any = None
+
+    def get(self, m: ModelSpec, row: Row, key: str, *, retrain: bool = False) -> dict[str, Any] | None:
+        """The row's cached result, else its freshly trained one; None once the budget is spent."""
+        hit = None if retrain else self.cache.get(key)
+        if hit is not None:
+            self.out.cached += 1
+            return hit
+        if self.budget is not None and time.perf_counter() - self.t_start > self.budget:
+            return None
+        if self.prepared is None:
+            self.prepared = self.prepare_fn(self.dataset, self.spec, self.caps)
+        self.out.trained += 1
+        return _train(self.spec, m, row, key, self.prepared, self.trained, self.cache, self.quick, self.log)
+
+
+class _BudgetSpent(Exception):
+    """A scan point could not run: the table's budget is spent."""
+
+
+def _run_scan(
+    runs: _Runs, m: ModelSpec, base: dict[str, Any], scanned: list[dict[str, Any]]
+) -> tuple[Point, list[dict[str, Any]]] | None:
+    """The dev scan of ``m`` on the first seed (each point a cached row); appends each point's result to
+    ``scanned`` once, in scan order; returns the chosen point and the per-axis summary (None: budget spent)."""
+    spec, dataset = runs.spec, runs.dataset
+    axes = [a for a in m.scan if not a.datasets or dataset in a.datasets]
+    keys = spec.select or spec.metrics
+
+    def score(point: Point) -> tuple[float, ...]:  # called once per distinct point
+        row = _row(spec, m, dataset, point, runs.caps, spec.seeds[0], runs.quick, base)
+        res = runs.get(m, row, config_key(row.config()))
+        if res is None:
+            raise _BudgetSpent
+        scanned.append({k: v for k, v in res.items() if k != "_model"})  # the models of the points are not kept
+        dev = res.get("dev") or {}
+        return tuple(float(dev.get(k, float("-inf"))) for k in keys)
+
+    try:
+        return coordinate_scan(axes, {"options": {}, "train": {}}, score)
+    except _BudgetSpent:
+        return None
 
 
 def _train(
@@ -540,11 +734,42 @@ def _with_dependencies(spec: TableSpec, models: list[str] | None) -> set[str]:
         label = todo.pop()
         if label not in seen:
             seen.add(label)
-            todo += by[label].depends
+            todo += by[label].depends + ([by[label].options_from] if by[label].options_from else [])
     return seen
 
 
-def _points(spec: TableSpec, m: ModelSpec, dataset: str, caps: dict[str, Any], quick: bool) -> list[Row]:
+def _row(
+    spec: TableSpec,
+    m: ModelSpec,
+    dataset: str,
+    point: dict[str, Any],
+    caps: dict[str, Any],
+    seed: int,
+    quick: bool,
+    base: dict[str, Any] | None = None,
+) -> Row:
+    """The row of a grid or scan point: ``base`` (options_from), then the model's options, then the point's."""
+    return Row(
+        spec=spec,
+        model=m,
+        dataset=dataset,
+        options={**(base or {}), **m.options, **point.get("options", {})},
+        train={**m.train, **point.get("train", {})},
+        caps=caps,
+        seed=seed,
+        quick=quick,
+        trained={},
+    )
+
+
+def _points(
+    spec: TableSpec,
+    m: ModelSpec,
+    dataset: str,
+    caps: dict[str, Any],
+    quick: bool,
+    base: dict[str, Any] | None = None,
+) -> list[Row]:
     grid = [g for g in m.grid or [{}] if not g.get("datasets") or dataset in g["datasets"]]
     if quick:
         grid = grid[:1]
@@ -554,19 +779,7 @@ def _points(spec: TableSpec, m: ModelSpec, dataset: str, caps: dict[str, Any], q
         if extra:
             raise ConfigError(f"{spec.name}/{m.label}: a grid point has options, train, datasets; got {extra}.")
         for seed in spec.seeds[:1] if quick else spec.seeds:
-            rows.append(
-                Row(
-                    spec=spec,
-                    model=m,
-                    dataset=dataset,
-                    options={**m.options, **point.get("options", {})},
-                    train={**m.train, **point.get("train", {})},
-                    caps=caps,
-                    seed=seed,
-                    quick=quick,
-                    trained={},
-                )
-            )
+            rows.append(_row(spec, m, dataset, point, caps, seed, quick, base))
     return rows
 
 
@@ -595,6 +808,7 @@ def _aggregate(
     if n_seeds > 1:
         row["seeds"] = [r["seed"] for r in best]
         row["std"] = {k: float(np.std([r["test"][k] for r in best], ddof=1)) for k in metrics}
+        row["per_seed"] = [r["test"] for r in best]  # the test metrics of each seed (e.g. for t-tests)
     skip = {"dev", "test", "options", "train", "seed", "seconds", "_model", "quick"}
     for k, v in best[0].items():
         if k not in skip:
@@ -827,14 +1041,17 @@ def main(name: str, argv: list[str] | None = None) -> Outcome:
 __all__ = [
     "ModelSpec",
     "Outcome",
+    "Point",
     "Row",
     "RunCache",
+    "ScanAxis",
     "TableSpec",
     "cache_root",
     "check_lines",
     "claim_summary",
     "config_key",
     "convergence_lines",
+    "coordinate_scan",
     "history_summary",
     "load_spec",
     "main",
