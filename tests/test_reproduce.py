@@ -642,7 +642,10 @@ def test_claims_at_a_glance_and_the_results_index(tmp_path: Path) -> None:
         {"dataset": "d", "claim": "stacked >= base", "held": 1, "of": 2},
         {"dataset": "e", "claim": "stacked >= base", "held": 2, "of": 2},
     ]
-    from segue.reproduce.runner import verdict
+    from segue.reproduce.runner import summarise_checks, verdict
+
+    line = "- d: dcue AUC (C) 0.6910 >= max(wmf-regression) 0.6455: holds"  # brackets in a metric's name
+    assert summarise_checks([line]) == [{"dataset": "d", "claim": "dcue >= wmf-regression", "held": 1, "of": 1}]
 
     assert [verdict(1, 2), verdict(2, 2), verdict(0, 2)] == ["mixed (1 of 2 metrics)", "holds", "does not hold"]
     out = run_table(_toy_spec(), cache=RunCache(None), log=lambda s: None)

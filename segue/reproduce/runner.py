@@ -853,7 +853,8 @@ def summarise_checks(lines: list[str]) -> list[dict[str, Any]]:
     for line in lines:
         ds, rest = line[2:].split(": ", 1)
         better = rest.split(" ", 1)[0]
-        than = rest[rest.index("(") + 1 : rest.index(")")]
+        at = max(rest.find(" >= max("), rest.find(" <= min("))  # a metric's name may hold brackets: "AUC (C)"
+        than = rest[at + len(" >= max(") : rest.index(")", at)]
         claim = f"{better} >= {than}"  # ">=": at least as good, whichever way the metric points
         entry = next((c for c in out if c["dataset"] == ds and c["claim"] == claim), None)
         if entry is None:
