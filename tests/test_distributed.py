@@ -232,3 +232,33 @@ def test_shards_cover_every_row_with_equal_steps() -> None:
     assert [len(s) for s in shards] == [4, 4, 4]
     assert set(torch.cat(shards).tolist()) == set(range(11))
     assert torch.equal(shard_rows(perm, 0, 1), perm)
+
+
+def test_the_fault_frame_is_the_crashed_threads_innermost_python_frame(tmp_path: Path) -> None:
+    dump = tmp_path / "rank1.fault"
+    dump.write_text(
+        "Fatal Python error: Aborted\n\n"
+        "Thread 0x00007f (most recent call first):\n"
+        '  File "/x/threading.py", line 320 in wait\n\n'
+        "Current thread 0x00007e (most recent call first):\n"
+        '  File "/x/segue/training/distributed.py", line 411 in _fault_hook\n'
+        '  File "/x/segue/training/trainer.py", line 90 in run\n'
+    )
+    assert distributed._fault_frame(dump) == " in _fault_hook (distributed.py:411)"
+    assert distributed._fault_frame(tmp_path / "missing.fault") == ""
+    (tmp_path / "empty.fault").write_text("")
+    assert distributed._fault_frame(tmp_path / "empty.fault") == ""
+
+
+@SPAWNS
+def test_an_aborted_rank_names_where_it_died(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGABRT (glibc's answer to a corrupted heap) is reported with the innermost Python frame of the rank."""
+    monkeypatch.setenv("SEGUE_FAULT_RANK", "1")
+    monkeypatch.setenv("SEGUE_FAULT_EPOCH", "2")
+    monkeypatch.setenv("SEGUE_FAULT_KIND", "abort")
+    out = tmp_path / "run"
+    with pytest.raises(RankFailedError) as e:
+        distributed.launch(2, _dying_job, {"out": str(out)}, device="cpu", out_dir=out)
+    msg = str(e.value)
+    assert msg.startswith("Rank 1 of 2 was killed by SIGABRT in _fault_hook (distributed.py:"), msg
+    assert "keeps the checkpoint of epoch 1" in msg and "\n" not in msg

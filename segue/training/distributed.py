@@ -44,12 +44,15 @@ fitting and the row-sharded path past it.
 
 Faults: a rank that raises or dies stops every rank (``torch.multiprocessing`` terminates the others; torchrun's
 agent does the same) and :func:`launch` raises one sentence naming the rank, what happened and the checkpoint
-kept. ``SEGUE_FAULT_RANK`` / ``SEGUE_FAULT_EPOCH`` (and ``SEGUE_FAULT_KIND`` = ``raise`` or ``kill``) make a
-rank fail as it starts that epoch: the test hook for this path.
+kept. ``SEGUE_FAULT_RANK`` / ``SEGUE_FAULT_EPOCH`` (and ``SEGUE_FAULT_KIND`` = ``raise``, ``kill`` or ``abort``)
+make a rank fail as it starts that epoch: the test hook for this path. A rank killed by a fatal signal that Python
+can report (SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL) leaves its Python stack in ``rank<N>.fault`` (``faulthandler``),
+and the error names the innermost Python frame it died in.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import math
@@ -212,6 +215,8 @@ def launch(nproc: int, fn: Callable[[Any], Any], payload: Any, *, device: str = 
 def _worker(index: int, nproc: int, backend: str, init_method: str, tmp: str, fn: Callable, payload: Any) -> None:
     threads = max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1) // nproc)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", threads)))
+    fault = open(Path(tmp) / f"rank{index}.fault", "w")  # noqa: SIM115  # open for the life of the rank
+    faulthandler.enable(file=fault, all_threads=True)  # a fatal signal leaves this rank's Python stack there
     try:
         init(backend, index, nproc, index, init_method)
         out = fn(payload)
@@ -256,7 +261,7 @@ def _failure(exc: Exception, ctx: Any, tmp: str, nproc: int, out_dir: Any) -> Ex
         what = f"failed with {errors[rank]['type']}: {_first_line(errors[rank]['message'])}"
     elif killed:
         rank, sig = killed[0]
-        what = f"was killed by {signal.Signals(sig).name}"
+        what = f"was killed by {signal.Signals(sig).name}" + _fault_frame(Path(tmp) / f"rank{rank}.fault")
     elif errors:
         rank = min(errors, key=lambda r: errors[r]["time"])
         what = f"failed with {errors[rank]['type']}: {_first_line(errors[rank]['message'])}"
@@ -270,6 +275,23 @@ def _segue_error_classes() -> list[type]:
     import segue.errors as errors
 
     return [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, SegueError)]
+
+
+def _fault_frame(path: Path) -> str:
+    """`` in FUNCTION (FILE:LINE)``: the innermost Python frame of the crashed thread in a faulthandler dump, or ''."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    lines = text.splitlines()  # "Current thread 0x.. (most recent call first):" then '  File "f", line n in fn'
+    start = next((i for i, line in enumerate(lines) if line.startswith("Current thread")), 0)
+    for line in lines[start:]:
+        line = line.strip()
+        if line.startswith('File "') and " line " in line and " in " in line:
+            file, _, rest = line[len('File "') :].partition('", line ')
+            number, _, fn = rest.partition(" in ")
+            return f" in {fn} ({Path(file).name}:{number})"
+    return ""
 
 
 def _first_line(msg: str) -> str:
@@ -399,12 +421,16 @@ def data_parallel(model: nn.Module, batches: Any, cfg: Any, objective: Callable[
 
 
 def _fault_hook(rank: int, epoch: int) -> None:
-    """Test hook: ``SEGUE_FAULT_RANK`` raises (or, with ``SEGUE_FAULT_KIND=kill``, is killed) as ``epoch`` starts."""
+    """Test hook: ``SEGUE_FAULT_RANK`` raises (``SEGUE_FAULT_KIND=kill``: is killed; ``abort``: aborts) as ``epoch``
+    starts."""
     want_rank, want_epoch = os.environ.get("SEGUE_FAULT_RANK"), os.environ.get("SEGUE_FAULT_EPOCH")
     if want_rank is None or want_epoch is None or int(want_rank) != rank or int(want_epoch) != epoch:
         return
-    if os.environ.get("SEGUE_FAULT_KIND", "raise") == "kill":
+    kind = os.environ.get("SEGUE_FAULT_KIND", "raise")
+    if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "abort":  # as glibc does on a corrupted heap
+        os.abort()
     raise RuntimeError(f"injected fault at the start of epoch {epoch}")
 
 
