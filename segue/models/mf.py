@@ -67,7 +67,7 @@ class MFBPR(_DotModel):
     """Matrix factorisation trained with BPR (see module docstring).
 
     Defaults were chosen by dev HR@10 / NDCG@10 on the ml-100k leave-one-out protocol (never on
-    test); the search and its results are in docs/results/foundation.md. The optimizer and learning
+    test); the search and its results are in docs/results/foundation-baselines.md. The optimizer and learning
     rate were chosen later, on the same dev set, for the time to reach a given dev HR@10 (below).
     """
 
