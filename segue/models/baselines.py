@@ -1,6 +1,6 @@
 """Non-learned baselines: popularity, item-based kNN (cosine) and a uniformly random ranking.
 
-Both are closed-form: ``fit`` computes buffers from the training interactions, so they
+All three are closed-form: ``fit`` computes buffers from the training interactions, so they
 are saved and loaded through ``state_dict`` like every other model.
 """
 
