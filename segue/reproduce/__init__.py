@@ -1,10 +1,11 @@
 """Reproductions: each writes a side-by-side table (ours vs the paper) into docs/results/.
 
 Run one with ``segue reproduce NAME [--quick] [ARGS...]``; ``segue reproduce --list`` shows the
-names. A table with a spec file (``segue/reproduce/specs/NAME.toml``) runs on the shared runner
-(:mod:`segue.reproduce.runner`: cache and resume, dev grid, caps and budget, seeds, one writer);
-the others still run their own script (``python -m segue.reproduce.<module>``). Every one takes
-``--help`` and ``--quick`` (a smoke test in minutes).
+names. Every table is a spec file (``segue/reproduce/specs/NAME.toml``) run by the shared runner
+(:mod:`segue.reproduce.runner`: cache and resume, dev grid or scan, caps and budget, seeds, one
+writer, the claims checked); its table-specific logic is a few hooks in a module beside it. Every one
+takes ``--help`` and ``--quick`` (a smoke test in minutes). A module entry (not ``spec:``) would
+still run its own ``main(argv)``; none is left.
 """
 
 from __future__ import annotations
